@@ -1,0 +1,87 @@
+"""Extraction speed per feature set on a folder of clips, and frames vs a plain full decode.
+
+    python benchmarks/extract.py ../shared/media [--sets frames,pyaudio,egemaps] [--repeat 3] [--json out.json]
+
+Runs each extractor in this process (one core) over every video in the folder,
+after one warm-up clip, and prints clips/s and the real-time factor (seconds of
+media per second of work). The full decode decodes every video frame (no
+conversion) and the whole audio stream, as a reference for what `frames` saves.
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import av
+
+from gemo import extractors
+from gemo.data.index import VIDEO_EXTENSIONS
+from gemo.data.media import MediaError
+
+
+def full_decode(path):
+    with av.open(str(path)) as container:
+        for _ in container.decode(*container.streams):
+            pass
+
+
+def duration(path):
+    with av.open(str(path)) as container:
+        return container.duration / av.time_base
+
+
+def timed(function, paths, repeat):
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for path in paths:
+            try:
+                function(path)
+            except MediaError:
+                pass  # e.g. no audio stream: counted in time, reported separately
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--sets", default="frames,pyaudio,egemaps,compare-lld")
+    parser.add_argument("--repeat", type=int, default=3, help="best of N passes")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    paths = sorted(p for p in args.folder.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS)
+    if not paths:
+        parser.error(f"no video files in {args.folder}")
+    seconds_of_media = sum(duration(p) for p in paths)
+    results = {"clips": len(paths), "media_seconds": round(seconds_of_media, 2), "sets": {}}
+    decode = timed(full_decode, paths, args.repeat)
+    results["full_decode_s"] = round(decode, 3)
+    print(f"{len(paths)} clips, {seconds_of_media:.1f} s of media")
+    print(f"{'full decode':14s} {decode:7.3f} s  {len(paths) / decode:6.2f} clips/s  "
+          f"{seconds_of_media / decode:6.1f}x real time")
+    for name in args.sets.split(","):
+        extractor = extractors.create(name)
+        failed = []
+        for path in paths:  # warm-up and failure census
+            try:
+                extractor.extract(path)
+            except MediaError as error:
+                failed.append(f"{path.name}: {error.kind}")
+        took = timed(extractor.extract, paths, args.repeat)
+        row = {"seconds": round(took, 3), "clips_per_s": round(len(paths) / took, 2),
+               "real_time_factor": round(seconds_of_media / took, 1), "failed": failed}
+        if name == "frames":
+            row["ratio_to_full_decode"] = round(took / decode, 3)
+        results["sets"][name] = row
+        extra = f"  {row['ratio_to_full_decode']:.2f}x full decode" if name == "frames" else ""
+        print(f"{name:14s} {took:7.3f} s  {row['clips_per_s']:6.2f} clips/s  "
+              f"{row['real_time_factor']:6.1f}x real time{extra}"
+              + (f"  (failed: {', '.join(failed)})" if failed else ""))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""What the command line calls: one function per stage.
+
+>>> from gemo import api
+>>> ws = api.Workspace("gemo-work")                               # doctest: +SKIP
+>>> api.synth("demo-data", clips_per_class=8)                     # doctest: +SKIP
+>>> api.extract(workspace=ws, dataset="demo-data")                # doctest: +SKIP
+"""
+
+from gemo import extractors
+from gemo.extraction import cache_summary, extract
+from gemo.workspace import Workspace
+
+__all__ = ["Workspace", "extract", "feature_sets", "info", "synth"]
+
+
+def synth(out, **options):
+    """Write a synthetic VGAF-layout dataset; see :func:`gemo.data.synth.make_dataset`."""
+    from gemo.data.synth import make_dataset
+
+    return make_dataset(out, **options)
+
+
+def feature_sets():
+    """Name, description and default parameters of every registered feature set."""
+    return [
+        {"name": name, "description": extractors.get(name).description,
+         "params": dict(extractors.get(name).defaults)}
+        for name in extractors.available()
+    ]
+
+
+def info(*, workspace):
+    """Workspace summary: the indexed dataset and each cache's contents."""
+    dataset = None
+    if workspace.index_path.exists():
+        index = workspace.load_index()
+        dataset = {"root": index.root, "layout": index.layout, "clips": len(index.clips)}
+    return {"workspace": str(workspace.root), "dataset": dataset, "caches": cache_summary(workspace)}

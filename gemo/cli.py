@@ -1,0 +1,161 @@
+"""The `gemo` command line: parses options and calls gemo.api; no logic of its own.
+
+Exit status: 0 success, 2 usage or input error, 3 some clips failed, 130 interrupted.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from gemo import __version__, api
+from gemo.errors import GemoError
+from gemo.progress import console
+
+EXIT_USAGE, EXIT_FAILED_CLIPS, EXIT_INTERRUPTED = 2, 3, 130
+
+
+class _Group(click.Group):
+    """Turns known errors into one clear line and an exit status instead of a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except GemoError as error:
+            console.print(f"[red]error:[/] {error}")
+            sys.exit(EXIT_USAGE)
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted:[/] finished clips are kept; rerun to resume")
+            sys.exit(EXIT_INTERRUPTED)
+
+
+workdir_option = click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="GEMO_WORKDIR",
+    default="gemo-work",
+    show_default=True,
+    help="Workspace holding caches, models, scores and reports (env GEMO_WORKDIR).",
+)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gemo")
+def cli():
+    """Group emotion recognition (Positive / Neutral / Negative) in video clips.
+
+    \b
+    gemo synth demo-data --clips-per-class 8     # a small labelled dataset
+    gemo extract demo-data                       # frames + audio features -> HDF5 caches
+    gemo info                                    # what the caches hold
+    """
+
+
+@cli.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--clips-per-class", type=click.IntRange(1), default=8, show_default=True,
+              help="Train clips per class (Val and Test get half as many, at least 2).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--duration", type=click.FloatRange(1.0), default=5.0, show_default=True,
+              help="Seconds per clip.")
+def synth(out, clips_per_class, seed, duration):
+    """Write a synthetic VGAF-layout dataset with the class planted in picture and sound.
+
+    \b
+    Example:
+      gemo synth demo-data --clips-per-class 8 --seed 0
+    """
+    root = api.synth(out, clips_per_class=clips_per_class, seed=seed, duration=duration)
+    console.print(f"wrote {root}")
+
+
+def _parse_params(values):
+    params = {}
+    for value in values:
+        key, sep, setting = value.partition("=")
+        name, dot, field = key.partition(".")
+        if not sep or not dot or not field:
+            raise click.BadParameter(f"{value!r}: expected SET.KEY=VALUE, e.g. frames.count=16")
+        params.setdefault(name, {})[field] = setting
+    return params
+
+
+@cli.command()
+@click.argument("dataset", required=False, type=click.Path(exists=True, path_type=Path))
+@click.option("--only", "sets", metavar="SETS",
+              help="Comma-separated feature sets (default: frames,pyaudio,egemaps). "
+                   "See --list-sets.")
+@click.option("-p", "--param", "params", multiple=True, metavar="SET.KEY=VALUE",
+              help="Extractor parameter, repeatable, e.g. -p frames.count=16 -p frames.size=112.")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="Worker processes (default: the machine's cores).")
+@click.option("--overwrite", is_flag=True, help="Rebuild the caches of the chosen sets from scratch.")
+@click.option("--list-sets", is_flag=True, help="List the feature sets and their parameters, then exit.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@workdir_option
+def extract(dataset, sets, params, workers, overwrite, list_sets, quiet, workdir):
+    """Extract features of DATASET (a VGAF folder or a CSV manifest) into HDF5 caches.
+
+    DATASET is remembered by the workspace; leave it out to reuse it. Finished
+    clips are skipped, so an interrupted run resumes where it stopped. A clip
+    that fails is recorded with its reason and the run goes on.
+
+    \b
+    Exit status: 0 all clips done, 3 some clips failed, 2 usage error.
+    \b
+    Examples:
+      gemo extract vgaf/
+      gemo extract --only frames -p frames.count=16 --workers 4
+      gemo extract manifest.csv --only pyaudio,egemaps,compare-lld
+    """
+    if list_sets:
+        for row in api.feature_sets():
+            console.print(f"[bold]{row['name']}[/]: {row['description']}  params: {row['params']}")
+        return
+    chosen = [s.strip() for s in sets.split(",") if s.strip()] if sets else None
+    reports = api.extract(
+        workspace=api.Workspace(workdir), dataset=dataset, sets=chosen,
+        params=_parse_params(params), workers=workers, overwrite=overwrite, progress=not quiet,
+    )
+    any_failed = False
+    for report in reports:
+        console.print(
+            f"[bold]{report.feature_set}[/]: {report.extracted} extracted, "
+            f"{report.skipped} already done, {len(report.failed)} failed"
+        )
+        for clip_id, failure in sorted(report.failed.items()):
+            any_failed = True
+            console.print(f"  [red]{clip_id}[/]: {failure['kind']}: {failure['message']}")
+    sys.exit(EXIT_FAILED_CLIPS if any_failed else 0)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@workdir_option
+def info(as_json, workdir):
+    """Show what the workspace's caches hold: clips done and failed, parameters, size.
+
+    \b
+    Example:
+      gemo info --json > caches.json
+    """
+    summary = api.info(workspace=api.Workspace(workdir))
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    from rich.table import Table
+
+    console.print(f"workspace {summary['workspace']}  dataset {summary['dataset']}")
+    table = Table("feature set", "done", "failed", "params", "size")
+    for row in summary["caches"]:
+        table.add_row(row["feature_set"], str(row["done"]), str(len(row["failed"])),
+                      json.dumps(row["params"]), f"{row['size_bytes'] / 1e6:.1f} MB")
+    console.print(table)
+    for row in summary["caches"]:
+        for clip_id, failure in sorted(row["failed"].items()):
+            console.print(f"  {row['feature_set']} [red]{clip_id}[/]: {failure['kind']}: {failure['message']}")
+
+
+def main():
+    cli(prog_name="gemo")

@@ -1,0 +1,234 @@
+"""Run feature extractors over a dataset into resumable HDF5 caches.
+
+Workers compute; this process is the only writer of each cache file. A clip
+counts as done once its ``complete`` mark is flushed, so an interrupted run
+loses at most the clips in flight, and the next run redoes only those.
+
+>>> from gemo.extraction import extract
+>>> reports = extract(workspace=Workspace("work"), dataset="vgaf/", sets=["frames"])  # doctest: +SKIP
+"""
+
+import os
+import warnings
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+from gemo import extractors
+from gemo.cache.store import CacheMismatch, FeatureCache, fingerprint_file, same_source
+from gemo.data.index import index_dataset
+from gemo.data.media import MediaError
+from gemo.errors import GemoError
+from gemo.progress import progress_bar
+
+DEFAULT_SETS = ("frames", "pyaudio", "egemaps")
+
+
+@dataclass
+class SetReport:
+    """What one feature set's run did."""
+
+    feature_set: str
+    extracted: int = 0
+    skipped: int = 0  # done in an earlier run
+    failed: dict = field(default_factory=dict)  # id -> {"kind", "message"}, all failures in the cache
+
+
+def extract(*, workspace, dataset=None, sets=None, params=None, workers=None, overwrite=False,
+            progress=True):
+    """Extract ``sets`` (default frames, pyaudio, egemaps) for every clip of the dataset.
+
+    ``dataset`` is indexed and remembered by the workspace; when None the
+    remembered one is used. ``params`` maps a set name to its parameters,
+    e.g. ``{"frames": {"count": 16}}``. Returns one :class:`SetReport` per set.
+    """
+    index = _index(workspace, dataset)
+    sets = list(sets or DEFAULT_SETS)
+    params = params or {}
+    unknown = sorted(set(params) - set(sets))
+    if unknown:
+        raise GemoError(f"parameters given for set(s) not extracted: {', '.join(unknown)}")
+    chosen = [extractors.create(name, **params.get(name, {})) for name in sets]
+    workers = workers or os.cpu_count() or 1
+    reports = []
+    with _Pool(workers) as pool:
+        for extractor in chosen:
+            reports.append(_extract_set(extractor, index, workspace, pool, overwrite, progress))
+    return reports
+
+
+def _index(workspace, dataset):
+    if dataset is None:
+        return workspace.load_index()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        index = index_dataset(dataset)
+    for warning in caught:
+        from gemo.progress import console
+
+        console.print(f"[yellow]warning:[/] {warning.message}")
+    if workspace.index_path.exists():
+        previous = workspace.load_index()
+        if previous.root != index.root and any(workspace.cache_dir.glob("*.h5")):
+            raise GemoError(
+                f"{workspace.root} holds caches of {previous.root}; "
+                f"use another --workdir for {index.root}"
+            )
+    workspace.save_index(index)
+    return index
+
+
+def _extract_set(extractor, index, workspace, pool, overwrite, progress):
+    path = workspace.cache_path(extractor.name)
+    report = SetReport(extractor.name)
+    if overwrite and path.exists():
+        path.unlink()
+    with FeatureCache(path, mode="a", provenance=extractor.provenance()) as cache:
+        todo, changed = [], []
+        for clip in index.clips:
+            previous = cache.stored_fingerprint(clip.id)
+            if previous is None or "sha256" not in previous:
+                todo.append(clip)
+                continue
+            try:
+                current = fingerprint_file(clip.path, previous=previous)
+            except OSError:
+                current = None
+            if same_source(previous, current):
+                report.skipped += clip.id in cache
+            elif clip.id in cache:
+                changed.append(clip.id)
+            else:
+                todo.append(clip)  # a failed clip whose file changed: try again
+        if changed:
+            raise CacheMismatch(
+                f"{path}: {len(changed)} clip(s) changed on disk since they were extracted, "
+                f"e.g. {', '.join(changed[:5])}; use --overwrite to redo the cache"
+            )
+        with progress_bar(extractor.name, len(todo), enabled=progress) as advance:
+            for clip, outcome in pool.run(extractor, todo):
+                status, fingerprint, payload = outcome
+                if status == "ok":
+                    cache.write(clip.id, payload, fingerprint=fingerprint, path=clip.path)
+                    report.extracted += 1
+                else:
+                    kind, message = payload
+                    cache.write_failure(clip.id, kind=kind, message=message, fingerprint=fingerprint)
+                advance(status=f"failed {len(cache.failures())}" if status != "ok" else "")
+        report.failed = cache.failures()
+    return report
+
+
+def run_one(extractor, path):
+    """Fingerprint and extract one clip; never raises for a bad clip.
+
+    Returns ``("ok", fingerprint, arrays)`` or ``("failed", fingerprint, (kind, message))``.
+    """
+    try:
+        fingerprint = fingerprint_file(path)
+    except OSError as error:
+        return "failed", {}, ("unreadable", f"{type(error).__name__}: {error.strerror or error}")
+    try:
+        return "ok", fingerprint, extractor.extract(path)
+    except MediaError as error:
+        return "failed", fingerprint, (error.kind, str(error))
+    except MemoryError:
+        return "failed", fingerprint, ("error", "out of memory")
+    except Exception as error:  # a library failing on odd input must not stop the run
+        return "failed", fingerprint, ("error", f"{type(error).__name__}: {error}")
+
+
+_WORKER_EXTRACTORS = {}
+
+
+def _worker_run(name, params, path):
+    key = (name, tuple(sorted(params.items())))
+    extractor = _WORKER_EXTRACTORS.get(key)
+    if extractor is None:
+        extractor = _WORKER_EXTRACTORS[key] = extractors.create(name, **params)
+    return run_one(extractor, path)
+
+
+class _Pool:
+    """Runs clips in this process (1 worker) or in a process pool, yielding results as they finish.
+
+    At most ``2 * workers`` clips are in flight, so memory does not grow with
+    the dataset. A worker that dies (a decoder crash) breaks the pool: it is
+    rebuilt and the clips in flight are retried once, then recorded as ``crash``.
+    """
+
+    def __init__(self, workers):
+        self.workers = workers
+        self._executor = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *rest):
+        if self._executor is not None:
+            # On Ctrl-C, do not wait for queued clips: their results would be thrown away.
+            self._executor.shutdown(wait=exc_type is None, cancel_futures=True)
+
+    def _make(self):
+        return ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
+
+    def run(self, extractor, clips):
+        if self.workers <= 1:
+            for clip in clips:
+                yield clip, run_one(extractor, clip.path)
+            return
+        pending = list(reversed(clips))
+        attempts = {}
+        in_flight = {}
+        while pending or in_flight:
+            if self._executor is None:
+                self._executor = self._make()
+            while pending and len(in_flight) < 2 * self.workers:
+                clip = pending.pop()
+                attempts[clip.id] = attempts.get(clip.id, 0) + 1
+                future = self._executor.submit(
+                    _worker_run, extractor.name, extractor.params, clip.path
+                )
+                in_flight[future] = clip
+            finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            broken = []
+            for future in finished:
+                clip = in_flight.pop(future)
+                try:
+                    yield clip, future.result()
+                except BrokenProcessPool:
+                    broken.append(clip)
+            if broken:
+                broken.extend(in_flight.values())
+                in_flight.clear()
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = None
+                for clip in broken:
+                    if attempts[clip.id] >= 2:
+                        yield clip, ("failed", {}, ("crash", "the worker process died on this clip"))
+                    else:
+                        pending.append(clip)
+
+
+def cache_summary(workspace):
+    """Per cache file: set name, clips done, failures, parameters, size on disk."""
+    rows = []
+    for path in sorted(Path(workspace.cache_dir).glob("*.h5")):
+        with FeatureCache(path) as cache:
+            provenance = cache.provenance
+            rows.append(
+                {
+                    "feature_set": provenance["feature_set"],
+                    "path": str(path),
+                    "done": len(cache.ids()),
+                    "failed": cache.failures(),
+                    "params": provenance["params"],
+                    "extractor_version": provenance["extractor_version"],
+                    "libraries": provenance["libraries"],
+                    "gemo_version": provenance["gemo_version"],
+                    "size_bytes": path.stat().st_size,
+                }
+            )
+    return rows

@@ -1,0 +1,103 @@
+"""The extractor contract and the registry."""
+
+from importlib import metadata
+
+from gemo.errors import GemoError
+
+_REGISTRY = {}
+
+
+class Extractor:
+    """One feature set: turns a clip file into named arrays.
+
+    Subclasses set ``name``, ``version`` (bump it whenever stored values
+    change), ``description``, ``defaults`` (every parameter with its default;
+    the stored parameters are these, so two caches built alike compare equal),
+    ``libraries`` (PyPI names whose versions are recorded) and implement
+    :meth:`extract`. Media problems raise :class:`gemo.data.media.MediaError`.
+    """
+
+    name = ""
+    version = 1
+    description = ""
+    defaults = {}
+    libraries = ()
+
+    def __init__(self, **params):
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            raise GemoError(
+                f"{self.name}: unknown parameter(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(self.defaults)) or 'none'}"
+            )
+        self.params = {
+            key: _coerce(self.name, key, default, params.get(key, default))
+            for key, default in self.defaults.items()
+        }
+
+    def extract(self, path):
+        """Return ``{array_name: ndarray}`` for the clip at ``path``."""
+        raise NotImplementedError
+
+    def info(self):
+        """Constants of the feature set stored once per cache (e.g. feature names)."""
+        return {}
+
+    def provenance(self):
+        """What the cache records and compares before reusing stored clips.
+
+        ``info`` is passed as a callable: it can be costly (opensmile builds its
+        extractor to name features) and is needed only when a cache is created.
+        """
+        return {
+            "feature_set": self.name,
+            "extractor_version": self.version,
+            "params": dict(self.params),
+            "libraries": {name: _version(name) for name in self.libraries},
+            "info": self.info,
+        }
+
+
+def _coerce(set_name, key, default, value):
+    """Parameters from the command line arrive as strings; give them the default's type."""
+    if isinstance(value, str) and not isinstance(default, str):
+        try:
+            if isinstance(default, bool):
+                return value.lower() in ("1", "true", "yes", "on")
+            return type(default)(value)
+        except ValueError:
+            raise GemoError(f"{set_name}.{key}: {value!r} is not a {type(default).__name__}") from None
+    return value
+
+
+def _version(distribution):
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def register(cls):
+    """Class decorator adding an extractor to the registry under ``cls.name``."""
+    if not cls.name or cls.name in _REGISTRY:
+        raise ValueError(f"extractor name {cls.name!r} is empty or taken")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def available():
+    """Names of the registered feature sets."""
+    return sorted(_REGISTRY)
+
+
+def get(name):
+    """The extractor class registered as ``name``."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise GemoError(f"unknown feature set {name!r}; available: {', '.join(available())}") from None
+
+
+def create(name, **params):
+    """An extractor instance: ``create("frames", count=16)``."""
+    return get(name)(**params)

@@ -1,0 +1,16 @@
+"""``frames``: K RGB frames per clip, evenly spaced in time (Pinto 2020 used 10 over 5 s)."""
+
+from gemo.data.media import read_frames
+from gemo.extractors.base import Extractor, register
+
+
+@register
+class Frames(Extractor):
+    name = "frames"
+    description = "K frames evenly spaced in time, squashed to size x size, uint8 RGB"
+    defaults = {"count": 10, "size": 224}
+    libraries = ("av",)
+
+    def extract(self, path):
+        frames, timestamps = read_frames(path, count=self.params["count"], size=self.params["size"])
+        return {"frames": frames, "timestamps": timestamps}

@@ -1,0 +1,60 @@
+"""openSMILE feature sets: ``egemaps`` (88 eGeMAPSv02 functionals) and ``compare-lld``."""
+
+import numpy as np
+
+from gemo.data.media import read_audio
+from gemo.extractors.audio import require_finite_rows
+from gemo.extractors.base import Extractor, register
+
+
+class _OpenSmile(Extractor):
+    feature_set = ""
+    feature_level = ""
+    defaults = {"sample_rate": 16000}
+    libraries = ("opensmile", "av")
+
+    @property
+    def _smile(self):
+        # Built on first use: extractors are pickled to worker processes, the Smile object is not.
+        if getattr(self, "_smile_object", None) is None:
+            import opensmile
+
+            self._smile_object = opensmile.Smile(
+                feature_set=getattr(opensmile.FeatureSet, self.feature_set),
+                feature_level=getattr(opensmile.FeatureLevel, self.feature_level),
+            )
+        return self._smile_object
+
+    def __getstate__(self):
+        return {key: value for key, value in self.__dict__.items() if key != "_smile_object"}
+
+    def info(self):
+        return {"feature_names": list(self._smile.feature_names)}
+
+    def extract(self, path):
+        rate = self.params["sample_rate"]
+        signal = read_audio(path, sample_rate=rate)
+        values = self._smile.process_signal(signal, rate).to_numpy(dtype=np.float32)
+        return {"features": require_finite_rows(self._shape(values))}
+
+    def _shape(self, values):
+        return values
+
+
+@register
+class EGeMAPS(_OpenSmile):
+    name = "egemaps"
+    description = "openSMILE eGeMAPSv02 functionals, 88 values per clip, mono 16 kHz"
+    feature_set = "eGeMAPSv02"
+    feature_level = "Functionals"
+
+    def _shape(self, values):
+        return values.reshape(-1)  # one row of functionals per clip
+
+
+@register
+class ComParELLD(_OpenSmile):
+    name = "compare-lld"
+    description = "openSMILE ComParE_2016 low-level descriptors, 65 per 10 ms frame, mono 16 kHz"
+    feature_set = "ComParE_2016"
+    feature_level = "LowLevelDescriptors"

@@ -1,0 +1,80 @@
+"""Where things live inside a workdir.
+
+A workspace holds every stage's output and remembers the indexed dataset, so
+later commands need no dataset path::
+
+    gemo-work/
+      dataset.json          the clip index (id, path, split, label, group)
+      cache/<set>.h5        one file per feature set
+      models/<name>/        checkpoints and training logs
+      scores/<name>.h5      per-clip class probabilities of each model
+      reports/<split>/      metrics and plots
+"""
+
+import json
+import os
+from pathlib import Path
+
+DEFAULT_WORKDIR = "gemo-work"
+
+
+class Workspace:
+    """A workdir. ``Workspace()`` uses ``$GEMO_WORKDIR`` or ``./gemo-work``."""
+
+    def __init__(self, root=None):
+        root = root or os.environ.get("GEMO_WORKDIR") or DEFAULT_WORKDIR
+        self.root = Path(root).expanduser().resolve()
+
+    def __repr__(self):
+        return f"Workspace({str(self.root)!r})"
+
+    def _dir(self, name):
+        path = self.root / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def cache_dir(self):
+        return self._dir("cache")
+
+    @property
+    def models_dir(self):
+        return self._dir("models")
+
+    @property
+    def scores_dir(self):
+        return self._dir("scores")
+
+    def reports_dir(self, split):
+        return self._dir(Path("reports") / split)
+
+    def cache_path(self, feature_set):
+        return self.cache_dir / f"{feature_set}.h5"
+
+    def model_dir(self, name):
+        return self._dir(Path("models") / name)
+
+    def scores_path(self, name):
+        return self.scores_dir / f"{name}.h5"
+
+    @property
+    def index_path(self):
+        return self.root / "dataset.json"
+
+    def save_index(self, index):
+        """Remember ``index`` (a :class:`gemo.data.index.DatasetIndex`)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.index_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(index.to_dict(), indent=1))
+        os.replace(tmp, self.index_path)
+
+    def load_index(self):
+        """The remembered dataset index; a clear error when nothing was indexed yet."""
+        from gemo.data.index import DatasetIndex
+
+        if not self.index_path.exists():
+            raise FileNotFoundError(
+                f"no dataset indexed in {self.root}: run `gemo extract DATASET` first "
+                "(or pass --workdir to the workspace you used)"
+            )
+        return DatasetIndex.from_dict(json.loads(self.index_path.read_text()))

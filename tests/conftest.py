@@ -1,0 +1,31 @@
+"""Fixtures: media written by the tests themselves (tones, flat colours, moving shapes)."""
+
+import numpy as np
+import pytest
+
+
+
+def make_clip(path, *, seconds=2.0, fps=10, size=(64, 48), color=(200, 30, 30), tone_hz=1000.0,
+              audio=True, sample_rate=16000):
+    """A clip of one flat colour (with a frame counter stripe) and a pure tone."""
+    from gemo.data.synth import write_mp4
+
+    width, height = size
+    count = int(round(seconds * fps))
+    rgb = np.empty((count, height, width, 3), np.uint8)
+    rgb[:] = color
+    sound = None
+    if audio:
+        t = np.arange(int(seconds * sample_rate)) / sample_rate
+        sound = (0.5 * np.sin(2 * np.pi * tone_hz * t)).astype(np.float32)
+    write_mp4(path, frames=rgb, audio=sound, fps=fps, sample_rate=sample_rate)
+    return path
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory):
+    """A small synthetic VGAF-layout dataset shared by the tests (do not modify it)."""
+    from gemo.data.synth import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("synth"), clips_per_class=2, seed=3, duration=2.0,
+                        width=96, height=64)
