@@ -10,7 +10,36 @@ from gemo import extractors
 from gemo.extraction import cache_summary, extract
 from gemo.workspace import Workspace
 
-__all__ = ["Workspace", "extract", "feature_sets", "info", "synth"]
+__all__ = ["Workspace", "demo", "evaluate", "extract", "feature_sets", "fuse", "info", "synth",
+           "train"]
+
+
+def train(**options):
+    """Train one modality's model; see :func:`gemo.training.train`."""
+    from gemo.training import train as run
+
+    return run(**options)
+
+
+def fuse(**options):
+    """Fuse trained models' scores; see :func:`gemo.fusion.fuse`."""
+    from gemo.fusion import fuse as run
+
+    return run(**options)
+
+
+def evaluate(**options):
+    """Metrics and reports for every model and fusion; see :func:`gemo.evaluation.evaluate`."""
+    from gemo.evaluation import evaluate as run
+
+    return run(**options)
+
+
+def demo(directory, **options):
+    """The whole pipeline on synthetic data; see :func:`gemo.demo.run_demo`."""
+    from gemo.demo import run_demo
+
+    return run_demo(directory, **options)
 
 
 def synth(out, **options):

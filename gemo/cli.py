@@ -154,7 +154,154 @@ def info(as_json, workdir):
     console.print(table)
     for row in summary["caches"]:
         for clip_id, failure in sorted(row["failed"].items()):
-            console.print(f"  {row['feature_set']} [red]{clip_id}[/]: {failure['kind']}: {failure['message']}")
+            console.print(f"  {row['feature_set']} [red]{clip_id}[/]: "
+                          f"{failure['kind']}: {failure['message']}")
+
+
+def _parse_options(values):
+    options = {}
+    for value in values:
+        key, sep, setting = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{value!r}: expected KEY=VALUE, e.g. hidden=32")
+        options[key.replace("-", "_")] = _literal(setting)
+    return options
+
+
+def _literal(text):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+@cli.command()
+@click.argument("modality", type=click.Choice(["audio", "scene", "face"]))
+@click.option("--features", required=True, metavar="SET",
+              help="Feature set to train on: pyaudio, egemaps or compare-lld (audio), frames (scene).")
+@click.option("--model", metavar="NAME", help="Model family (default by feature set: blstm-attention, "
+              "mlp, frame-cnn).")
+@click.option("--backbone", metavar="NAME", help="frame-cnn backbone: small (default), resnet18, "
+              "resnet50, vgg19.")
+@click.option("--pretrained", is_flag=True, help="Load ImageNet weights into the backbone (from "
+              "--weights, gemo's weights folder or the torch hub cache; never downloaded).")
+@click.option("--weights", type=click.Path(path_type=Path), help="Pretrained backbone weights file "
+              "(implies --pretrained).")
+@click.option("--epochs", type=click.IntRange(1), default=200, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), help="Default 128 for audio, 16 for frames.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--patience", type=click.IntRange(1), default=15, show_default=True,
+              help="Early stopping: epochs without a better hold-out loss.")
+@click.option("--folds", type=click.IntRange(0), default=5, show_default=True,
+              help="Cross-fitting folds for out-of-fold train scores (fusion learns from them); "
+                   "0 turns it off.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="Model option, repeatable, e.g. -o hidden=32 -o input_size=112.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@workdir_option
+def train(modality, features, model, backbone, pretrained, weights, epochs, batch_size, lr, patience,
+          folds, seed, device, options, quiet, workdir):
+    """Train a MODALITY model on a cached feature set; write its checkpoint and per-clip scores.
+
+    \b
+    Examples:
+      gemo train audio --features pyaudio
+      gemo train audio --features egemaps --epochs 100
+      gemo train scene --features frames --backbone resnet18 --pretrained --device cuda
+    """
+    summary = api.train(
+        workspace=api.Workspace(workdir), modality=modality, features=features, model=model,
+        backbone=backbone, pretrained=pretrained, weights=weights, epochs=epochs,
+        batch_size=batch_size, lr=lr, patience=patience, folds=folds, seed=seed, device=device,
+        progress=not quiet, **_parse_options(options),
+    )
+    _print_summary(summary)
+
+
+@cli.command()
+@click.option("--method", default="svm", show_default=True,
+              help="svm (Pinto 2020), fc (Fusical), mean (soft voting), vote (hard voting), weighted.")
+@click.option("--models", metavar="NAMES", help="Comma-separated trained models (default: all).")
+@click.option("--inputs", type=click.Choice(["probs", "embeddings"]), default="probs",
+              show_default=True, help="What the fuser sees; embeddings only with --method fc.")
+@click.option("--full-train", is_flag=True, help="Refit on train+val before predicting test (Pinto 2020).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress display.")
+@workdir_option
+def fuse(method, models, inputs, full_train, seed, quiet, workdir):
+    """Fuse the trained models' class probabilities at score level.
+
+    The fuser learns from the out-of-fold train scores, never in-sample ones.
+
+    \b
+    Examples:
+      gemo fuse --method svm
+      gemo fuse --method weighted --models audio-pyaudio,scene-frames
+      gemo fuse --method fc --inputs embeddings
+    """
+    chosen = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    summary = api.fuse(workspace=api.Workspace(workdir), method=method, models=chosen,
+                       full_train=full_train, seed=seed, inputs=inputs, progress=not quiet)
+    _print_summary(summary)
+
+
+@cli.command()
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="val", show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write all metrics to this JSON file.")
+@click.option("--ablate", is_flag=True, help="Refit each fusion with each model left out in turn.")
+@click.option("--by", type=click.Choice(["group-size"]), help="Break metrics down by group size "
+              "(needs the faces feature set).")
+@click.option("--quiet", is_flag=True, help="No progress display.")
+@workdir_option
+def evaluate(split, json_path, ablate, by, quiet, workdir):
+    """Accuracy, per-class accuracy, confusion, macro F1 and UAR of every model and fusion.
+
+    On a split without labels (VGAF Test) it writes predictions in the VGAF
+    `<id> <label>` format instead. Reports go to <workdir>/reports/<split>/.
+
+    \b
+    Examples:
+      gemo evaluate --split val --json metrics.json
+      gemo evaluate --split val --ablate
+      gemo evaluate --split test
+    """
+    api.evaluate(workspace=api.Workspace(workdir), split=split, json_path=json_path, ablate=ablate,
+                 by=by, progress=not quiet)
+
+
+@cli.command()
+@click.argument("directory", required=False, default="gemo-demo",
+                type=click.Path(file_okay=False, path_type=Path))
+@click.option("--clips-per-class", type=click.IntRange(3), default=24, show_default=True,
+              help="Train clips per class of the synthetic data.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="Extraction worker processes (default: the machine's cores).")
+def demo(directory, clips_per_class, seed, workers):
+    """Run the whole pipeline on built-in synthetic data and show the report.
+
+    Writes DIRECTORY/data (synthetic clips) and DIRECTORY/work (the workspace):
+    synth, extract, train audio and scene, fuse with an SVM, evaluate on val.
+
+    \b
+    Example:
+      gemo demo            # then look at gemo-demo/work/reports/val/
+    """
+    api.demo(directory, clips_per_class=clips_per_class, seed=seed, workers=workers)
+
+
+def _print_summary(summary):
+    from rich.table import Table
+
+    table = Table(show_header=False, box=None)
+    for key, value in summary.items():
+        table.add_row(f"[bold]{key}[/]", json.dumps(value) if isinstance(value, (dict, list)) else str(value))
+    console.print(table)
 
 
 def main():

@@ -9,6 +9,8 @@ loses at most the clips in flight, and the next run redoes only those.
 """
 
 import os
+import threading
+import time
 import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -143,6 +145,17 @@ def run_one(extractor, path):
 _WORKER_EXTRACTORS = {}
 
 
+def _watch_parent(parent):
+    """Worker initializer: exit when the parent dies (a killed run must leave no orphans)."""
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _worker_run(name, params, path):
     key = (name, tuple(sorted(params.items())))
     extractor = _WORKER_EXTRACTORS.get(key)
@@ -172,7 +185,9 @@ class _Pool:
             self._executor.shutdown(wait=exc_type is None, cancel_futures=True)
 
     def _make(self):
-        return ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
+        # spawn, not fork: the parent may hold threads (progress bar) and library state.
+        return ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
+                                   initializer=_watch_parent, initargs=(os.getpid(),))
 
     def run(self, extractor, clips):
         if self.workers <= 1:

@@ -29,14 +29,16 @@ class _Rate(ProgressColumn):
 
 @contextmanager
 def progress_bar(description, total, *, unit="clips", enabled=True):
-    """Yield ``advance(n=1, **fields)``; draws nothing when disabled or not a terminal.
+    """Yield ``advance(n=1, *, status="", total=None)``; draws nothing when disabled.
+
+    ``total`` may be None at first and given later through ``advance``.
 
     >>> with progress_bar("frames", 3, enabled=False) as advance:
     ...     for _ in range(3):
     ...         advance()
     """
     if not enabled:
-        yield lambda n=1, **fields: None
+        yield lambda n=1, *, status="", total=None: None
         return
     columns = [
         TextColumn("[bold]{task.description}"),
@@ -51,7 +53,7 @@ def progress_bar(description, total, *, unit="clips", enabled=True):
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task(description, total=total, status="")
 
-        def advance(n=1, **fields):
-            bar.update(task, advance=n, status=fields.get("status", ""))
+        def advance(n=1, *, status="", total=None):
+            bar.update(task, advance=n, status=status, total=total)
 
         yield advance

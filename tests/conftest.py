@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 
-
 def make_clip(path, *, seconds=2.0, fps=10, size=(64, 48), color=(200, 30, 30), tone_hz=1000.0,
               audio=True, sample_rate=16000):
     """A clip of one flat colour (with a frame counter stripe) and a pure tone."""

@@ -20,6 +20,28 @@ def _command(dataset, workdir):
             "--only", ",".join(SETS), "-p", "frames.size=48", "--workers", "2", "--quiet"]
 
 
+def _descendants(pid):
+    """Pids of a process's children and their children (Linux /proc)."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        try:
+            children = open(f"/proc/{current}/task/{current}/children").read().split()
+        except OSError:
+            continue
+        found += [int(c) for c in children]
+        queue += [int(c) for c in children]
+    return found
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def _done(workdir):
     total = 0
     for name in SETS:
@@ -52,8 +74,13 @@ def test_sigkill_then_resume_gives_identical_caches(synth_data, tmp_path):
         process = subprocess.Popen(_command(synth_data, interrupted), stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(1.0, 4.0))
+        workers = _descendants(process.pid)
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
+        deadline = time.monotonic() + 10
+        while any(map(_alive, workers)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(map(_alive, workers)), "worker processes outlived the killed run"
         progress.append(_done(interrupted))
     assert progress == sorted(progress) and 0 < progress[0] and progress[0] < total, progress
     subprocess.run(_command(synth_data, interrupted), check=True, capture_output=True)
@@ -65,4 +92,5 @@ def test_sigkill_then_resume_gives_identical_caches(synth_data, tmp_path):
         for clip_id, arrays in expected[name].items():
             assert got[name][clip_id].keys() == arrays.keys()
             for key, array in arrays.items():
-                np.testing.assert_array_equal(got[name][clip_id][key], array, err_msg=f"{name}/{clip_id}/{key}")
+                np.testing.assert_array_equal(got[name][clip_id][key], array,
+                                              err_msg=f"{name}/{clip_id}/{key}")

@@ -5,8 +5,8 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import make_clip
+
 from gemo import extractors
 from gemo.cache.store import CacheMismatch, FeatureCache
 from gemo.cli import cli
@@ -141,7 +141,7 @@ def test_nan_features_fail_the_clip(tmp_path, monkeypatch):
 
             return {"features": require_finite_rows(np.full((5, 3), np.nan))}
 
-    monkeypatch.setitem(base._REGISTRY, "hollow-test", Hollow)
+    monkeypatch.setitem(base._REGISTRY._classes, "hollow-test", Hollow)
     clip = make_clip(tmp_path / "a_1.mp4")
     (tmp_path / "list.csv").write_text("path,split,label\na_1.mp4,train,1\n")
     [report] = extract(workspace=Workspace(tmp_path / "ws"), dataset=tmp_path / "list.csv",

@@ -84,14 +84,12 @@ class FeatureCache:
                 raise ValueError("provenance is required to write a cache")
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._take_lock()
-            is_new = not self.path.exists()
+            if not self.path.exists():
+                self._create(provenance)
             self._file = h5py.File(self.path, "a")
-            if is_new:
-                self._init(provenance)
-            else:
-                self._check_format()
-                self.check_provenance(provenance)
-                self._drop_incomplete()
+            self._check_format()
+            self.check_provenance(provenance)
+            self._drop_incomplete()
         else:
             raise ValueError(f"mode must be 'r' or 'a', not {mode!r}")
 
@@ -118,6 +116,20 @@ class FeatureCache:
             handle.close()
             raise CacheLocked(f"{self.path} is being written by another gemo process") from None
         self._lock = handle
+
+    def _create(self, provenance):
+        """Write the empty file under a temporary name, then rename it into place.
+
+        A run killed while creating the file thus never leaves a half-written one.
+        """
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        self._file = h5py.File(tmp, "w")
+        try:
+            self._init(provenance)
+        finally:
+            self._file.close()
+            self._file = None
+        os.replace(tmp, self.path)
 
     def _init(self, provenance):
         attrs = self._file.attrs

@@ -3,8 +3,7 @@
 from importlib import metadata
 
 from gemo.errors import GemoError
-
-_REGISTRY = {}
+from gemo.registry import Registry
 
 
 class Extractor:
@@ -77,25 +76,8 @@ def _version(distribution):
         return None
 
 
-def register(cls):
-    """Class decorator adding an extractor to the registry under ``cls.name``."""
-    if not cls.name or cls.name in _REGISTRY:
-        raise ValueError(f"extractor name {cls.name!r} is empty or taken")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def available():
-    """Names of the registered feature sets."""
-    return sorted(_REGISTRY)
-
-
-def get(name):
-    """The extractor class registered as ``name``."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise GemoError(f"unknown feature set {name!r}; available: {', '.join(available())}") from None
+_REGISTRY = Registry("feature set")
+register, available, get = _REGISTRY.register, _REGISTRY.available, _REGISTRY.get
 
 
 def create(name, **params):

@@ -1,0 +1,45 @@
+"""`gemo demo`: the whole pipeline on built-in synthetic data, ending with the report."""
+
+import time
+from pathlib import Path
+
+from gemo.data.synth import make_dataset
+from gemo.evaluation import evaluate
+from gemo.extraction import extract
+from gemo.fusion import fuse
+from gemo.progress import console, progress_bar
+from gemo.training import train
+from gemo.workspace import Workspace
+
+
+def run_demo(directory, *, clips_per_class=24, seed=0, workers=None, progress=True):
+    """Synth -> extract -> train audio and scene -> SVM fusion -> evaluate on val.
+
+    Returns the evaluation result (see :func:`gemo.evaluation.evaluate`).
+
+    >>> result = run_demo("gemo-demo")         # doctest: +SKIP
+    """
+    started = time.perf_counter()
+    directory = Path(directory)
+    data, workspace = directory / "data", Workspace(directory / "work")
+
+    def step(text):
+        console.rule(f"[bold]{text}[/]  ({time.perf_counter() - started:.0f} s)")
+
+    step(f"1/5 synthetic dataset: {clips_per_class} train clips per class -> {data}")
+    with progress_bar("synth", None, enabled=progress) as advance:
+        make_dataset(data, clips_per_class=clips_per_class, seed=seed,
+                     progress=lambda done, total: advance(total=total))
+    step("2/5 extract frames, pyaudio, egemaps")
+    extract(workspace=workspace, dataset=data, sets=["frames", "pyaudio", "egemaps"],
+            workers=workers, progress=progress)
+    step("3/5 train audio (pyaudio, Bi-LSTM with attention) and scene (frames, CNN)")
+    train(workspace=workspace, modality="audio", features="pyaudio", seed=seed, progress=progress)
+    train(workspace=workspace, modality="scene", features="frames", seed=seed, progress=progress)
+    step("4/5 SVM fusion of the class probabilities")
+    fuse(workspace=workspace, method="svm", seed=seed, progress=progress)
+    step("5/5 evaluate on val")
+    result = evaluate(workspace=workspace, split="val", progress=progress)
+    console.print(f"demo finished in {time.perf_counter() - started:.0f} s; "
+                  f"reports in {workspace.reports_dir('val')}")
+    return result

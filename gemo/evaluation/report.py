@@ -1,0 +1,72 @@
+"""Rich tables of the metrics, for the terminal."""
+
+from rich.table import Table
+
+from gemo.labels import CLASSES
+
+
+def percent(value):
+    """``0.6183`` -> ``"61.8"``; undefined values show as a dash."""
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def metrics_table(models, *, title):
+    """One row per score table: n, accuracy, UAR, macro-F1, per-class accuracy, imputed clips."""
+    table = Table(title=title, caption=f"per-class accuracy: {', '.join(CLASSES)}; "
+                  "imp.: clips without this model's score")
+    table.add_column("model", no_wrap=True)
+    for column in ("n", "acc %", "UAR %", "F1 %", *(f"{name[:3]} %" for name in CLASSES), "imp."):
+        table.add_column(column, justify="right", no_wrap=True)
+    for name, entry in models.items():
+        table.add_row(
+            name,
+            str(entry["n"]),
+            percent(entry["accuracy"]),
+            percent(entry["uar"]),
+            percent(entry["f1"]["macro"]),
+            *(percent(entry["per_class"][c]) for c in CLASSES),
+            str(entry["n_imputed"]),
+        )
+    return table
+
+
+def ablation_table(name, ablation):
+    """The full fusion, then one row per left-out model with its accuracy change (Fusical Table 3)."""
+    table = Table(title=f"ablation of {name} ({ablation['method']})")
+    table.add_column("models")
+    for column in ("acc %", "Δacc", "UAR %", "macro-F1 %", *(f"{c} %" for c in CLASSES)):
+        table.add_column(column, justify="right")
+    reference = ablation["reference"]
+    rows = [("all", reference)] + [(f"without {row['left_out']}", row) for row in ablation["rows"]]
+    for label, row in rows:
+        delta = None if row is reference else row["delta_accuracy"]
+        table.add_row(
+            label,
+            percent(row["accuracy"]),
+            "" if delta is None else f"{100 * delta:+.1f}",
+            percent(row["uar"]),
+            percent(row["f1"]["macro"]),
+            *(percent(row["per_class"][c]) for c in CLASSES),
+        )
+    return table
+
+
+def group_size_table(by_size):
+    """Accuracy and UAR of every model on small and large groups (Pinto 2020 Table VI)."""
+    counts = by_size["counts"]
+    table = Table(
+        title=f"by group size (small: < {by_size['small_below']:g} faces per frame; "
+        f"{counts['unknown']} clip(s) without a size left out)"
+    )
+    table.add_column("model")
+    for bucket in ("small", "large"):
+        table.add_column(f"{bucket} n={counts[bucket]} acc %", justify="right")
+        table.add_column(f"{bucket} UAR %", justify="right")
+    names = list(dict.fromkeys(n for bucket in by_size["buckets"].values() for n in bucket))
+    for name in names:
+        cells = []
+        for bucket in ("small", "large"):
+            entry = by_size["buckets"][bucket].get(name)
+            cells += [percent(entry and entry["accuracy"]), percent(entry and entry["uar"])]
+        table.add_row(name, *cells)
+    return table

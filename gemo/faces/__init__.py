@@ -1,0 +1,1 @@
+"""Faces: detection (MTCNN), alignment, and facial-expression recognition (mini-XCEPTION)."""

@@ -1,0 +1,295 @@
+"""Fit a fusion of trained models' scores and write its own score table.
+
+>>> summary = fuse(workspace=Workspace("gemo-work"), method="svm")   # doctest: +SKIP
+>>> summary["best_params"], summary["cv_accuracy"]                    # doctest: +SKIP
+({'C': 1.0, 'kernel': 'rbf'}, 0.61)
+
+What a fusion learns from, and what its table's ``oof`` column means:
+
+* it is fitted on the labelled train clips, using the models' out-of-fold
+  train scores (an in-sample train row is refused: a model's in-sample scores
+  are overconfident and fusion would learn to trust them);
+* with ``full_train`` it is then refitted, same hyperparameters, on the
+  labelled train + val clips (Pinto 2020) before predicting test;
+* the rows it was fitted on get cross-fitted scores (grouped k-fold over the
+  fit rows, hyperparameters fixed to the chosen ones) and ``oof=True``; the
+  other rows are predicted by the final fuser (``oof=True`` on train rows,
+  which it never saw either, ``oof=False`` on val/test rows as for models).
+  So the fused train scores are honest, up to the hyperparameter choice,
+  which saw all train rows.
+"""
+
+import json
+import os
+from contextlib import nullcontext
+from dataclasses import dataclass
+from importlib import metadata
+
+import joblib
+import numpy as np
+from rich.console import Console
+from sklearn.base import clone
+
+import gemo
+from gemo.cache import fingerprint_file
+from gemo.data.index import SPLITS
+from gemo.errors import GemoError
+from gemo.fusion.base import N_CLASSES, create, get
+from gemo.fusion.folds import grouped_folds
+from gemo.fusion.inputs import FUSION_PREFIX, align, available_tables, load_tables, oof_flags
+from gemo.scores import ScoreTable, save_scores
+
+INPUTS = ("probs", "embeddings")
+CV_FOLDS = 5
+
+
+@dataclass
+class FusionResult:
+    """A fitted fusion, not yet saved: what :func:`fuse` writes and ablation scores."""
+
+    name: str
+    fuser: object
+    table: ScoreTable
+    summary: dict
+    config: dict
+
+
+def fusion_name(method, inputs="probs"):
+    """Score-table / model-dir name of a fusion: ``fusion-svm``, ``fusion-fc-embeddings``."""
+    return f"{FUSION_PREFIX}{method}" + ("" if inputs == "probs" else f"-{inputs}")
+
+
+def fuse(
+    *, workspace, method="svm", models=None, full_train=False, seed=0, inputs="probs", progress=True
+):
+    """Fit ``method`` on the scores of ``models`` (default: every non-fusion table) and save it.
+
+    Writes ``models/<name>/fuser.joblib`` and ``config.json`` and
+    ``scores/<name>.h5`` where ``name`` is :func:`fusion_name`; returns the
+    summary dict (best params, CV accuracy, models, imputed clips, paths).
+    """
+    result = run_fusion(
+        workspace=workspace,
+        method=method,
+        models=models,
+        full_train=full_train,
+        seed=seed,
+        inputs=inputs,
+        progress=progress,
+    )
+    model_dir = workspace.model_dir(result.name)
+    fuser_path = model_dir / "fuser.joblib"
+    _atomic(fuser_path, lambda tmp: joblib.dump(result.fuser, tmp))
+    config_path = model_dir / "config.json"
+    _atomic(config_path, lambda tmp: tmp.write_text(json.dumps(result.config, indent=1, default=_json)))
+    scores_path = workspace.scores_path(result.name)
+    save_scores(scores_path, result.table)
+    return {
+        **result.summary,
+        "fuser_path": str(fuser_path),
+        "config_path": str(config_path),
+        "scores_path": str(scores_path),
+    }
+
+
+def run_fusion(
+    *,
+    workspace,
+    method="svm",
+    models=None,
+    full_train=False,
+    seed=0,
+    inputs="probs",
+    progress=False,
+    console=None,
+):
+    """Fit a fusion and score every indexed clip without writing anything: a :class:`FusionResult`.
+
+    :func:`fuse` saves its result; ablation refits through it with a model left out.
+    """
+    if inputs not in INPUTS:
+        raise GemoError(f"unknown fusion inputs {inputs!r}; use one of {', '.join(INPUTS)}")
+    cls = get(method)
+    if inputs not in cls.inputs:
+        raise GemoError(
+            f"fusion {method} works on {', '.join(cls.inputs)}, not {inputs}; "
+            "fuse embeddings with --method fc"
+        )
+    if models is None:
+        models = available_tables(workspace=workspace, include_fusion=False)
+        if not models:
+            raise GemoError(f"no score tables in {workspace.scores_dir}: run `gemo train` first")
+    models = list(dict.fromkeys(models))
+    if not models:
+        raise GemoError("fusion needs at least one model")
+    fusions = [name for name in models if name.startswith(FUSION_PREFIX)]
+    if fusions:
+        raise GemoError(f"cannot fuse fusion outputs ({', '.join(fusions)}); name trained models")
+    tables = load_tables(workspace=workspace, names=models)
+
+    clips = workspace.load_index().clips
+    ids = [clip.id for clip in clips]
+    splits = np.array([clip.split for clip in clips])
+    labels = np.array([-1 if clip.label is None else clip.label for clip in clips])
+    groups = np.array([clip.group for clip in clips])
+    X, missing = align(tables, ids, field=inputs, splits=splits)
+
+    train = (splits == "train") & (labels >= 0)
+    _require_labels(labels[train], "train")
+    _require_oof(tables, [ids[i] for i in np.flatnonzero(train)], missing[train])
+    fit_rows = train | ((splits == "val") & (labels >= 0)) if full_train else train
+    if full_train:
+        _require_labels(labels[(splits == "val") & (labels >= 0)], "val", full_train=True)
+
+    params = {"seed": seed} if "seed" in cls().get_params() else {}
+    console = console or Console(stderr=True)
+    with _status(console, progress, f"fitting {method} fusion of {len(models)} model(s)"):
+        fuser = create(method, **params).fit(X[train], labels[train], groups=groups[train])
+        selected = fuser.selected()
+        cross_fitted = _cross_fit(selected, X, labels, groups, fit_rows, seed)
+        final = selected.fit(X[fit_rows], labels[fit_rows], groups=groups[fit_rows]) if full_train else fuser
+
+    probs = final.predict_proba(X)
+    probs[fit_rows] = cross_fitted
+    oof = fit_rows | (splits == "train")
+    name = fusion_name(method, inputs)
+
+    fitted_on = "train+val" if full_train else "train"
+    imputed = {
+        model: {split: int(missing[splits == split, m].sum()) for split in SPLITS}
+        for m, model in enumerate(models)
+    }
+    n_imputed = int(missing.sum())
+    cv_accuracy = float((cross_fitted.argmax(axis=1) == labels[fit_rows]).mean())
+    summary = {
+        "name": name,
+        "method": method,
+        "inputs": inputs,
+        "models": models,
+        "full_train": bool(full_train),
+        "seed": seed,
+        "fitted_on": fitted_on,
+        "n_fit": int(fit_rows.sum()),
+        "params": _plain(fuser.get_params()),
+        "best_params": _plain(getattr(fuser, "best_params_", fuser.get_params())),
+        "search_cv_accuracy": _plain(getattr(fuser, "best_score_", None)),
+        "cv_accuracy": cv_accuracy,
+        "n_imputed": n_imputed,
+        "imputed": imputed,
+    }
+    for attribute in ("weights_", "converged_"):
+        if hasattr(final, attribute):
+            summary[attribute.rstrip("_")] = _plain(getattr(final, attribute))
+    if n_imputed and progress:
+        counts = {model: sum(per_split.values()) for model, per_split in imputed.items()}
+        console.print(
+            f"[yellow]note:[/] {n_imputed} missing (clip, model) score(s) filled with uniform "
+            f"probabilities: {', '.join(f'{m} {n}' for m, n in counts.items() if n)}"
+        )
+    config = {
+        **summary,
+        "gemo_version": gemo.__version__,
+        "sklearn_version": metadata.version("scikit-learn"),
+        "score_tables": {
+            model: {
+                "path": str(workspace.scores_path(model)),
+                "fingerprint": fingerprint_file(workspace.scores_path(model)),
+                "info": table.attrs,
+                "n_rows": len(table.ids),
+            }
+            for model, table in tables.items()
+        },
+        "oof_rule": f"rows of {fitted_on} cross-fitted ({CV_FOLDS} folds grouped by source video); "
+        "other train rows predicted by the final fuser",
+    }
+    table = ScoreTable(
+        name,
+        np.array(ids),
+        splits,
+        probs,
+        oof,
+        attrs={
+            **{key: summary[key] for key in ("method", "inputs", "models", "full_train", "seed")},
+            "best_params": summary["best_params"],
+            "modality": "fusion",
+            "imputed": imputed,
+            "cv_accuracy": cv_accuracy,
+        },
+    )
+    return FusionResult(name, final, table, summary, config)
+
+
+def stale_inputs(*, workspace, config):
+    """Input tables changed or gone since the fusion described by ``config`` was fitted."""
+    stale = []
+    for model, recorded in config.get("score_tables", {}).items():
+        path = workspace.scores_path(model)
+        if not path.exists():
+            stale.append(model)
+        else:
+            current = fingerprint_file(path, previous=recorded["fingerprint"])
+            if current["sha256"] != recorded["fingerprint"]["sha256"]:
+                stale.append(model)
+    return stale
+
+
+def _cross_fit(fuser, X, labels, groups, rows, seed):
+    """Out-of-fold probabilities for ``rows``, folds grouped by source video."""
+    rows = np.flatnonzero(rows)
+    out = np.zeros((len(rows), N_CLASSES))
+    for fit, held_out in grouped_folds(labels[rows], groups[rows], n_splits=CV_FOLDS, seed=seed):
+        model = clone(fuser).fit(X[rows[fit]], labels[rows[fit]], groups=groups[rows[fit]])
+        out[held_out] = model.predict_proba(X[rows[held_out]])
+    return out
+
+
+def _require_labels(labels, split, full_train=False):
+    if len(labels) == 0:
+        why = "--full-train refits on val" if full_train else "fusion is fitted on train"
+        raise GemoError(f"no labelled {split} clips in the dataset index; {why}")
+    if len(labels) < 2 * CV_FOLDS or len(np.unique(labels)) < 2:
+        raise GemoError(
+            f"fusion needs at least {2 * CV_FOLDS} labelled {split} clips of 2+ classes, "
+            f"got {len(labels)} of {len(np.unique(labels))} class(es)"
+        )
+
+
+def _require_oof(tables, ids, missing):
+    for m, (name, table) in enumerate(tables.items()):
+        in_sample = ~oof_flags(table, ids) & ~missing[:, m]
+        if in_sample.any():
+            examples = [clip_id for clip_id, bad in zip(ids, in_sample) if bad][:3]
+            raise GemoError(
+                f"score table {name!r} has in-sample scores (oof=False) for {int(in_sample.sum())} "
+                f"train clip(s), e.g. {', '.join(examples)}: fusion only learns from out-of-fold "
+                f"train scores; retrain {name} with cross-fitting"
+            )
+
+
+def _status(console, progress, message):
+    return console.status(message) if progress else nullcontext()
+
+
+def _plain(value):
+    """JSON-friendly copy: tuples -> lists, numpy scalars/arrays -> Python."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    return value
+
+
+def _json(value):
+    return _plain(value)
+
+
+def _atomic(path, write):
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)

@@ -1,0 +1,126 @@
+"""The model contract and the registry.
+
+A model family is a :class:`Model` subclass registered with ``@register``. Its
+constructor takes only plain keyword values (``input_dim``, ``num_classes`` and
+the family's ``defaults``), so ``create(ckpt["architecture"], **ckpt["config"])``
+rebuilds it from a checkpoint.
+"""
+
+from torch import nn
+
+from gemo.errors import GemoError
+from gemo.labels import CLASSES
+from gemo.registry import Registry
+
+NUM_CLASSES = len(CLASSES)
+
+# What each kind of input looks like per clip, for messages and default choice.
+INPUT_KINDS = {
+    "sequence": "a [time, features] array per clip (e.g. pyaudio, compare-lld)",
+    "vector": "one feature vector per clip (e.g. egemaps functionals)",
+    "frames": "K RGB frames per clip (the frames feature set)",
+}
+
+# Which family a feature set gets when `model=` is not given.
+DEFAULT_MODELS = {
+    "pyaudio": "blstm-attention",
+    "compare-lld": "blstm-attention",
+    "egemaps": "mlp",
+    "frames": "frame-cnn",
+}
+
+
+class Model(nn.Module):
+    """A classifier over one clip's features.
+
+    Subclasses set ``name``, ``input_kind`` (a key of :data:`INPUT_KINDS`),
+    ``description``, ``defaults`` (every option with its default) and
+    ``train_defaults`` (training hyper-parameters the family prefers, e.g.
+    ``batch_size``), and implement :meth:`embed` (clip -> penultimate vector)
+    and set ``self.head`` (embedding -> logits). ``inputs`` is the tuple of
+    tensors a batch holds: ``(x,)`` or ``(x, lengths)`` for sequences.
+    """
+
+    name = ""
+    input_kind = ""
+    description = ""
+    defaults = {}
+    train_defaults = {}
+
+    def __init__(self, *, input_dim, num_classes=NUM_CLASSES, **options):
+        super().__init__()
+        unknown = sorted(set(options) - set(self.defaults))
+        if unknown:
+            raise GemoError(
+                f"model {self.name}: unknown option(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(self.defaults)) or 'none'}"
+            )
+        self.options = {
+            key: coerce(f"{self.name}.{key}", default, options.get(key, default))
+            for key, default in self.defaults.items()
+        }
+        self.input_dim = int(input_dim)
+        self.num_classes = int(num_classes)
+
+    @property
+    def config(self):
+        """Constructor keywords, plain types only (stored in checkpoints)."""
+        return {"input_dim": self.input_dim, "num_classes": self.num_classes, **self.options}
+
+    def embed(self, *inputs):
+        """Penultimate embedding ``[batch, embedding_dim]``."""
+        raise NotImplementedError
+
+    def forward(self, *inputs):
+        """Class logits ``[batch, num_classes]``."""
+        return self.head(self.embed(*inputs))
+
+
+def coerce(label, default, value):
+    """Options from the command line arrive as strings: give them the default's type."""
+    if isinstance(value, str) and not isinstance(default, str) and default is not None:
+        try:
+            if isinstance(default, bool):
+                if value.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError(value)
+                return value.lower() in ("1", "true", "yes", "on")
+            return type(default)(value)
+        except ValueError:
+            raise GemoError(f"{label}: {value!r} is not a {type(default).__name__}") from None
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _check_input_kind(cls):
+    if cls.input_kind not in INPUT_KINDS:
+        raise ValueError(f"model {cls.name}: input_kind must be one of {sorted(INPUT_KINDS)}")
+
+
+_REGISTRY = Registry("model", check=_check_input_kind)
+register, available, get = _REGISTRY.register, _REGISTRY.available, _REGISTRY.get
+
+
+def create(name, **config):
+    """A model instance: ``create("mlp", input_dim=88, hidden=64)``."""
+    return get(name)(**config)
+
+
+def default_model(feature_set, *, ndim=None):
+    """The family used for ``feature_set`` when none is asked for.
+
+    Unknown feature sets are matched by the shape of their per-clip array:
+    ``ndim`` 1 -> ``mlp``, 2 -> ``blstm-attention``, 4 (frames) -> ``frame-cnn``.
+    """
+    if feature_set in DEFAULT_MODELS:
+        return DEFAULT_MODELS[feature_set]
+    by_ndim = {1: "mlp", 2: "blstm-attention", 4: "frame-cnn"}
+    if ndim in by_ndim:
+        return by_ndim[ndim]
+    raise GemoError(f"no default model for feature set {feature_set!r}: pass model=NAME "
+                    f"(available: {', '.join(available())})")
+
+
+def count_parameters(model):
+    return sum(p.numel() for p in model.parameters())
+

@@ -1,0 +1,187 @@
+"""``frame-cnn``: a CNN applied to each of a clip's K frames, pooled over time, FC -> 3.
+
+The scene model of FusiCal (ResNet-50 per frame, then temporal layers) and the
+frame stream of the EmotiW baseline, in one family:
+
+* ``backbone``: ``small`` (a compact conv net trained from scratch; the default,
+  trains in seconds per epoch on a CPU), or ``resnet18`` / ``resnet50`` /
+  ``vgg19`` (torchvision networks built with ``weights=None``; ImageNet weights
+  come from :mod:`gemo.weights` when training with ``pretrained=True``).
+* ``temporal``: ``mean`` over frames (default), ``attention`` (learned weights
+  per frame) or ``lstm`` (last state of an LSTM over the frames).
+* ``input_size``: frames are resized from the cache on the fly; 0 picks the
+  backbone's size (80 for ``small``, which keeps the default inside the demo's
+  CPU budget; 224 for the ImageNet networks).
+* ``spatial`` (``small`` only): ``avgmax`` concatenates global average and max
+  pooling of the last feature map (default; small people in a wide frame are
+  strong but local evidence), ``avg`` is plain global average pooling.
+* ``freeze``: keep the backbone's weights fixed and train only the temporal and
+  output layers (Pinto 2020 fine-tuned only the last layer of its video network).
+* augmentation while training (see :mod:`gemo.models.inputs`): random resized
+  crop with scale in [``crop_scale``, 1] and a horizontal flip, the same for all
+  frames of a clip, and ``train_frames`` frames drawn at random per clip
+  (0 = all K; fewer is faster and acts as temporal jitter; inference always
+  uses all K, which mean pooling allows).
+"""
+
+import torch
+from torch import nn
+
+from gemo import weights as weight_files
+from gemo.errors import GemoError
+from gemo.models.base import Model, register
+
+# Known ImageNet files per backbone, preferred first.
+BACKBONE_WEIGHTS = {
+    "resnet18": ("resnet18.imagenet1k_v1",),
+    "resnet50": ("resnet50.imagenet1k_v2", "resnet50.imagenet1k_v1"),
+    "vgg19": ("vgg19.imagenet1k_v1",),
+}
+_INPUT_SIZE = {"small": 80, "resnet18": 224, "resnet50": 224, "vgg19": 224}
+
+
+@register
+class FrameCNN(Model):
+    name = "frame-cnn"
+    input_kind = "frames"
+    description = "per-frame CNN (small | resnet18 | resnet50 | vgg19), pooled over frames, FC -> 3"
+    defaults = {
+        "backbone": "small",
+        "width": 16,
+        "spatial": "avgmax",
+        "input_size": 0,
+        "temporal": "mean",
+        "hidden": 64,
+        "dropout": 0.5,
+        "freeze": False,
+        "crop_scale": 0.6,
+        "flip": True,
+        "train_frames": 5,
+    }
+    train_defaults = {"batch_size": 16}
+
+    def __init__(self, **config):
+        super().__init__(**config)
+        o = self.options
+        if o["backbone"] not in _INPUT_SIZE:
+            raise GemoError(f"frame-cnn: unknown backbone {o['backbone']!r}; "
+                            f"choose from {', '.join(_INPUT_SIZE)}")
+        if o["spatial"] not in ("avg", "avgmax"):
+            raise GemoError(f"frame-cnn: spatial must be avg or avgmax, not {o['spatial']!r}")
+        if o["temporal"] not in ("mean", "attention", "lstm"):
+            raise GemoError(f"frame-cnn: temporal must be mean, attention or lstm, "
+                            f"not {o['temporal']!r}")
+        if not o["input_size"]:
+            o["input_size"] = _INPUT_SIZE[o["backbone"]]
+        if o["input_size"] < 32:
+            raise GemoError(f"frame-cnn: input_size {o['input_size']} is too small (>= 32)")
+        self.backbone, width = _backbone(o["backbone"], self.input_dim, o["width"], o["spatial"])
+        if o["temporal"] == "attention":
+            self.score = nn.Sequential(nn.Linear(width, o["hidden"]), nn.Tanh(),
+                                       nn.Linear(o["hidden"], 1, bias=False))
+        elif o["temporal"] == "lstm":
+            self.lstm = nn.LSTM(width, o["hidden"], batch_first=True)
+            width = o["hidden"]
+        self._embedding_dim = width
+        self.head = nn.Sequential(nn.Dropout(o["dropout"]), nn.Linear(width, self.num_classes))
+        if o["freeze"]:
+            self.backbone.requires_grad_(False)
+
+    @property
+    def embedding_dim(self):
+        return self._embedding_dim
+
+    def train(self, mode=True):
+        super().train(mode)
+        if self.options["freeze"]:
+            self.backbone.eval()  # frozen batch-norm statistics stay the pretrained ones
+        return self
+
+    def embed(self, x):
+        """``x``: ``[batch, frames, 3, size, size]`` float, normalised."""
+        batch, frames = x.shape[:2]
+        per_frame = self.backbone(x.flatten(0, 1)).view(batch, frames, -1)
+        temporal = self.options["temporal"]
+        if temporal == "mean":
+            return per_frame.mean(dim=1)
+        if temporal == "attention":
+            weights = torch.softmax(self.score(per_frame).squeeze(-1), dim=1)
+            return torch.bmm(weights.unsqueeze(1), per_frame).squeeze(1)
+        _, (state, _) = self.lstm(per_frame)
+        return state[-1]
+
+    def pretrained_state(self, *, weights=None):
+        """``(backbone state dict, source)`` from the ImageNet weights file, checked to fit.
+
+        ``weights``: None (search the known files), a known name, a folder or a file
+        (see :func:`gemo.weights.resolve`). The ``small`` backbone has none.
+        """
+        name = self.options["backbone"]
+        if name not in BACKBONE_WEIGHTS:
+            raise GemoError(f"backbone {name!r} has no pretrained weights; "
+                            f"use one of {', '.join(BACKBONE_WEIGHTS)}")
+        state, source = weight_files.resolve(BACKBONE_WEIGHTS[name], weights=weights)
+        full = _torchvision(name)  # the whole classifier, as the file stores it
+        weight_files.check_state_dict(state, full, source=source["file"])
+        full.load_state_dict(state)
+        return _strip_head(name, full).state_dict(), source
+
+    def use_pretrained(self, state):
+        """Load a state from :meth:`pretrained_state` into the backbone."""
+        self.backbone.load_state_dict(state)
+
+    def load_pretrained(self, *, weights=None):
+        """Load ImageNet weights into the backbone; returns where they came from."""
+        state, source = self.pretrained_state(weights=weights)
+        self.use_pretrained(state)
+        return source
+
+
+def _torchvision(name):
+    from torchvision import models
+
+    return {"resnet18": models.resnet18, "resnet50": models.resnet50,
+            "vgg19": models.vgg19}[name](weights=None)
+
+
+def _strip_head(name, network):
+    """The network without its ImageNet classifier: outputs the penultimate features."""
+    if name.startswith("resnet"):
+        network.fc = nn.Identity()
+    else:  # vgg19: keep fc6/fc7 (4096-d), drop the 1000-way layer
+        network.classifier = network.classifier[:-1]
+    return network
+
+
+def _feature_width(name):
+    return {"resnet18": 512, "resnet50": 2048, "vgg19": 4096}[name]
+
+
+class _AvgMaxPool(nn.Module):
+    """Global average and max pooling, concatenated: the max keeps small, strong evidence
+    (a few people in a wide scene) that averaging over the frame would dilute."""
+
+    def forward(self, x):
+        return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+
+
+def _backbone(name, channels, width, spatial="avg"):
+    """``(module, feature_width)``: frames ``[N, 3, H, W]`` -> features ``[N, width]``."""
+    if name != "small":
+        if channels != 3:
+            raise GemoError(f"{name} takes RGB frames (3 channels), not {channels}")
+        return _strip_head(name, _torchvision(name)), _feature_width(name)
+    # Stride-2 stem then conv + max-pool stages: an input of 80 is 5x5 at the last stage.
+    # Kept small (~100k parameters) because the default must train in seconds on a CPU.
+    widths = [width, 2 * width, 4 * width, 8 * width]
+    layers, previous = [], channels
+    for index, out in enumerate(widths):
+        stride = 2 if index == 0 else 1
+        layers += [nn.Conv2d(previous, out, 3, stride=stride, padding=1, bias=False),
+                   nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+        if index < len(widths) - 1:
+            layers.append(nn.MaxPool2d(2))
+        previous = out
+    if spatial == "avgmax":
+        return nn.Sequential(*layers, _AvgMaxPool()), 2 * widths[-1]
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten()), widths[-1]

@@ -1,0 +1,249 @@
+"""Pretrained weights: known files with checksums, one search order, clear errors.
+
+Nothing is downloaded (the machines gemo runs on may have no network); a file
+is found, verified and loaded, or an error says which file is missing, where
+it was looked for and where to put it.
+
+Search order for a known entry (first hit wins)::
+
+    1. weights=PATH given explicitly (a file, or a folder holding the file)
+    2. $GEMO_HOME/weights/        (GEMO_HOME defaults to ~/.cache/gemo)
+    3. <torch hub dir>/checkpoints/  (torch.hub.get_dir(); honours $TORCH_HOME,
+                                      so files torchvision downloaded are reused)
+
+A found file's SHA-256 is checked: the full hash where known, otherwise the
+8-hex prefix that torchvision puts in its file names. An explicit file that is
+not a known one is loaded unverified, but its tensors must fit the network
+(:func:`check_state_dict`) or it is refused.
+
+>>> path = find("resnet18.imagenet1k_v1")                    # doctest: +SKIP
+>>> state, source = resolve(["resnet18.imagenet1k_v1"], weights=None)  # doctest: +SKIP
+
+Other families add entries with :func:`register_weights` (the faces issue adds
+MTCNN, FER and RetinaFace files that way).
+"""
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from gemo.errors import GemoError
+
+_ENTRIES = {}
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """A pretrained file gemo knows: ``name`` is the key users pass (``--weights NAME``)."""
+
+    name: str
+    filename: str
+    sha256: str  # full hex digest, or a prefix of it (at least 8 hex chars)
+    url: str = ""
+    size: int | None = None  # bytes, when known; a quick first check
+    description: str = ""
+
+
+def register_weights(item, *, replace=False):
+    """Add a :class:`WeightFile` to the table (``replace=True`` to redefine one)."""
+    if len(item.sha256) < 8 or any(c not in "0123456789abcdef" for c in item.sha256):
+        raise ValueError(f"{item.name}: sha256 must be lowercase hex, at least 8 chars")
+    if item.name in _ENTRIES and not replace:
+        raise ValueError(f"weights {item.name!r} are already registered")
+    _ENTRIES[item.name] = item
+    return item
+
+
+def unregister_weights(name):
+    _ENTRIES.pop(name, None)
+
+
+def known():
+    """Names of the registered weight files."""
+    return sorted(_ENTRIES)
+
+
+def entry(name):
+    """The :class:`WeightFile` registered as ``name``."""
+    try:
+        return _ENTRIES[name]
+    except KeyError:
+        raise GemoError(f"unknown weights {name!r}; known: {', '.join(known())}") from None
+
+
+def by_filename(filename):
+    """The entry whose file is called ``filename``, or None."""
+    for item in _ENTRIES.values():
+        if item.filename == filename:
+            return item
+    return None
+
+
+# torchvision ImageNet classifiers (URLs from torchvision.models.*_Weights; the 8 hex chars in a
+# file name are its SHA-256 prefix, the full hashes and sizes are those of the published files).
+for _entry in (
+    WeightFile("resnet18.imagenet1k_v1", "resnet18-f37072fd.pth",
+               "f37072fd47e89c5e827621c5baffa7500819f7896bbacec160b1a16c560e07ec",
+               "https://download.pytorch.org/models/resnet18-f37072fd.pth", 46_830_571,
+               "torchvision ResNet18_Weights.IMAGENET1K_V1"),
+    WeightFile("resnet50.imagenet1k_v2", "resnet50-11ad3fa6.pth",
+               "11ad3fa62ca79e40addfd354a8ec4b7c75143b3038b8d2a807fbc68deab379ca",
+               "https://download.pytorch.org/models/resnet50-11ad3fa6.pth", 102_540_417,
+               "torchvision ResNet50_Weights.IMAGENET1K_V2"),
+    WeightFile("resnet50.imagenet1k_v1", "resnet50-0676ba61.pth",
+               "0676ba61b6795bbe1773cffd859882e5e297624d384b6993f7c9e683e722fb8a",
+               "https://download.pytorch.org/models/resnet50-0676ba61.pth", None,
+               "torchvision ResNet50_Weights.IMAGENET1K_V1"),
+    WeightFile("vgg19.imagenet1k_v1", "vgg19-dcbb9e9d.pth",
+               "dcbb9e9dad569fff7a846263a77324fc34978fea2bfb039c012d710e1776ae44",
+               "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth", 574_673_361,
+               "torchvision VGG19_Weights.IMAGENET1K_V1"),
+):
+    register_weights(_entry)
+
+
+def gemo_home():
+    """``$GEMO_HOME``, or ``~/.cache/gemo``."""
+    return Path(os.environ.get("GEMO_HOME") or Path.home() / ".cache" / "gemo").expanduser()
+
+
+def search_dirs():
+    """The folders searched, in order: ``$GEMO_HOME/weights``, then torch hub's checkpoints."""
+    return [gemo_home() / "weights", Path(torch.hub.get_dir()) / "checkpoints"]
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(path, item):
+    """Raise :class:`GemoError` unless ``path`` has ``item``'s size and SHA-256."""
+    path = Path(path)
+    size = path.stat().st_size
+    if item.size is not None and size != item.size:
+        raise GemoError(
+            f"{path}: {size} bytes, but {item.filename} ({item.description or item.name}) has "
+            f"{item.size}: the file is truncated or another file; delete it and fetch it again"
+            + (f" from {item.url}" if item.url else "")
+        )
+    digest = sha256_of(path)
+    if not digest.startswith(item.sha256):
+        raise GemoError(
+            f"{path}: SHA-256 {digest[:16]}... does not match {item.filename} "
+            f"(expected {item.sha256[:16]}...): the file is corrupt or another file; "
+            "delete it and fetch it again" + (f" from {item.url}" if item.url else "")
+        )
+    return path
+
+
+def find(names, *, folder=None):
+    """The verified file of the first of ``names`` (one name or a list) that is found.
+
+    ``folder`` (an explicit folder) is searched first, then :func:`search_dirs`.
+    The error when none is found names every file and folder tried.
+    """
+    names = [names] if isinstance(names, str) else list(names)
+    items = [entry(name) for name in names]
+    folders = ([Path(folder).expanduser()] if folder is not None else []) + search_dirs()
+    for item in items:
+        for place in folders:
+            candidate = place / item.filename
+            if candidate.is_file():
+                return verify(candidate, item)
+    home, hub = search_dirs()
+    wanted = " or ".join(f"{i.filename} ({i.description or i.name})" for i in items)
+    sources = "".join(f"\n  {i.url}" for i in items if i.url)
+    raise GemoError(
+        f"pretrained weights not found: {wanted}\nsearched:\n"
+        + "".join(f"  {place}\n" for place in folders)
+        + f"put the file in {home} ($GEMO_HOME/weights) or {hub} (the torch hub cache), "
+        "or pass --weights PATH"
+        + (f"; it is published at:{sources}" if sources else "")
+    )
+
+
+def resolve(names, *, weights=None):
+    """``(state_dict, source)`` for a network that fits the entries ``names``.
+
+    ``weights`` picks the file: None searches ``names`` in order (see the module
+    docstring); a registered name searches that entry instead; a folder is
+    searched first; a file is loaded (verified when its name is a known file).
+    ``source`` (file, name, sha256) records where the weights came from.
+    Callers still check the tensors with :func:`check_state_dict`.
+    """
+    if weights is not None and str(weights) in _ENTRIES:
+        names, weights = [str(weights)], None
+    if weights is None:
+        return _known(find(names))
+    path = Path(weights).expanduser()
+    if path.is_dir():
+        return _known(find(names, folder=path))
+    if path.is_file():
+        return load_file(path)
+    raise GemoError(
+        f"--weights {weights}: not a file, a folder or a known weights name "
+        f"(known: {', '.join(known())})"
+    )
+
+
+def load_file(path):
+    """``(state_dict, source)`` of an explicit file; a known file name is verified first.
+
+    An unknown file is loaded as given: callers check its tensors against the
+    network with :func:`check_state_dict`.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise GemoError(f"weights file {path} does not exist")
+    if by_filename(path.name) is not None:
+        return _known(verify(path, by_filename(path.name)))
+    return _load(path), {"file": str(path), "name": None, "sha256": sha256_of(path)}
+
+
+def _known(path):
+    item = by_filename(path.name)
+    return _load(path), {"file": str(path), "name": item.name, "sha256": item.sha256}
+
+
+def _load(path):
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a pickle that is not plain tensors, or not a torch file at all
+        raise GemoError(f"{path}: cannot load as a state dict of tensors: {error}") from None
+    # Some checkpoints wrap the weights: {"state_dict": {...}} or {"model": {...}}.
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise GemoError(f"{path}: not a state dict of tensors")
+    return state
+
+
+def check_state_dict(state, module, *, source):
+    """Raise :class:`GemoError` unless ``state`` has exactly ``module``'s keys and shapes."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [
+        f"{key} {tuple(state[key].shape)} != {tuple(own[key].shape)}"
+        for key in sorted(set(own) & set(state))
+        if tuple(state[key].shape) != tuple(own[key].shape)
+    ]
+    if missing or unexpected or wrong:
+        lines = []
+        if missing:
+            lines.append(f"missing {len(missing)} key(s), e.g. {', '.join(missing[:3])}")
+        if unexpected:
+            lines.append(f"unexpected {len(unexpected)} key(s), e.g. {', '.join(unexpected[:3])}")
+        if wrong:
+            lines.append(f"{len(wrong)} shape mismatch(es), e.g. {'; '.join(wrong[:3])}")
+        raise GemoError(
+            f"{source} does not fit the {type(module).__name__} network:\n  " + "\n  ".join(lines)
+        )

@@ -1,0 +1,234 @@
+import io
+import json
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from gemo import fusion
+from gemo.data.index import Clip, DatasetIndex, read_label_file
+from gemo.errors import GemoError
+from gemo.evaluation import evaluate
+from gemo.evaluation.metrics import confusion_matrix, summarize
+from gemo.scores import ScoreTable, save_scores
+from gemo.workspace import Workspace
+
+METRIC_KEYS = {"n", "accuracy", "uar", "per_class", "confusion", "precision", "recall", "f1"}
+
+
+def make_clips(seed=0):
+    """24 train videos, 10 val, 4 test (unlabelled), 3 clips per video."""
+    rng = np.random.default_rng(seed)
+    clips, video = [], 0
+    for split, videos in (("train", 24), ("val", 10), ("test", 4)):
+        for _ in range(videos):
+            video += 1
+            label = None if split == "test" else int(rng.integers(3))
+            for segment in (1, 2, 3):
+                clip_id = f"{video}_{segment}"
+                clips.append(Clip(clip_id, f"/data/{clip_id}.mp4", split, label, str(video)))
+    return clips
+
+
+def noisy_probs(clips, accuracy, seed):
+    """Probabilities whose argmax is the true label with about ``accuracy`` chance."""
+    rng = np.random.default_rng(seed)
+    truth = np.array([rng.integers(3) if c.label is None else c.label for c in clips])
+    guess = np.where(rng.random(len(clips)) < accuracy, truth, rng.integers(3, size=len(clips)))
+    probs = np.eye(3)[guess] * 0.5 + rng.dirichlet([1, 1, 1], size=len(clips)) * 0.4
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+def write_table(ws, name, clips, probs):
+    table = ScoreTable(
+        name,
+        [c.id for c in clips],
+        [c.split for c in clips],
+        probs,
+        [c.split == "train" for c in clips],
+    )
+    save_scores(ws.scores_path(name), table)
+
+
+def make_workspace(tmp_path, models=(("audio", 0.6), ("faces", 0.5), ("scene", 0.7))):
+    clips = make_clips()
+    ws = Workspace(tmp_path / "work")
+    ws.save_index(DatasetIndex(str(tmp_path / "data"), "vgaf", clips))
+    for seed, (name, accuracy) in enumerate(models):
+        write_table(ws, name, clips, noisy_probs(clips, accuracy, seed))
+    return ws, clips
+
+
+def quiet():
+    return Console(file=io.StringIO(), width=200)
+
+
+def test_confusion_and_metrics_by_hand():
+    # true:      P  P  P  N  N  N  G  G   (P=Positive, N=Neutral, G=Negative)
+    # predicted: P  P  N  N  N  P  N  N   -> Negative never predicted
+    y_true = [0, 0, 0, 1, 1, 1, 2, 2]
+    y_pred = [0, 0, 1, 1, 1, 0, 1, 1]
+    assert confusion_matrix(y_true, y_pred).tolist() == [[2, 1, 0], [1, 2, 0], [0, 2, 0]]
+    m = summarize(y_true, y_pred)
+    assert m["n"] == 8 and m["accuracy"] == pytest.approx(4 / 8)
+    assert m["per_class"] == pytest.approx({"Positive": 2 / 3, "Neutral": 2 / 3, "Negative": 0.0})
+    assert m["uar"] == pytest.approx((2 / 3 + 2 / 3 + 0) / 3) == m["recall"]["macro"]
+    precision = {"Positive": 2 / 3, "Neutral": 2 / 5, "Negative": 0.0}
+    assert m["precision"]["per_class"] == pytest.approx(precision)
+    f1 = {c: 2 * precision[c] * r / (precision[c] + r) if precision[c] + r else 0.0
+          for c, r in m["per_class"].items()}
+    assert m["f1"]["per_class"] == pytest.approx(f1)
+    assert m["f1"]["macro"] == pytest.approx(sum(f1.values()) / 3)
+
+
+def test_metrics_with_a_class_absent_from_the_labels():
+    # No Negative clip: its recall is undefined and it is left out of the macro averages.
+    m = summarize([0, 0, 1, 1], [0, 2, 1, 1])
+    assert m["confusion"] == [[1, 0, 1], [0, 2, 0], [0, 0, 0]]
+    assert m["per_class"]["Negative"] is None and m["f1"]["per_class"]["Negative"] is None
+    assert m["precision"]["per_class"]["Negative"] == 0.0  # predicted once, wrongly
+    assert m["uar"] == pytest.approx((0.5 + 1.0) / 2)
+    assert m["precision"]["macro"] == pytest.approx((1.0 + 1.0) / 2)
+
+
+def test_evaluate_val_writes_metrics_plots_and_table(tmp_path):
+    ws, clips = make_workspace(tmp_path)
+    fusion.fuse(workspace=ws, method="mean", progress=False)
+    console = quiet()
+    json_path = tmp_path / "out" / "val.json"
+    result = evaluate(workspace=ws, split="val", json_path=json_path, progress=False, console=console)
+    reports = ws.reports_dir("val")
+    saved = json.loads((reports / "metrics.json").read_text())
+    assert saved == json.loads(json_path.read_text())
+    assert list(saved["models"]) == ["audio", "faces", "scene", "fusion-mean"]
+    val = [c for c in clips if c.split == "val"]
+    for name, entry in saved["models"].items():
+        assert METRIC_KEYS <= set(entry) and entry["n"] == len(val)
+        assert set(entry["per_class"]) == {"Positive", "Neutral", "Negative"}
+        png = reports / f"confusion-{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    probs = noisy_probs(clips, 0.7, 2)[[i for i, c in enumerate(clips) if c.split == "val"]]
+    expected = summarize([c.label for c in val], probs.argmax(axis=1))
+    assert result["models"]["scene"]["accuracy"] == pytest.approx(expected["accuracy"])
+    assert result["models"]["scene"]["confusion"] == expected["confusion"]
+    text = console.file.getvalue()
+    assert "fusion-mean" in text and "UAR" in text and "Negative" in text
+
+
+def test_unlabelled_split_writes_vgaf_predictions(tmp_path):
+    ws, clips = make_workspace(tmp_path)
+    console = quiet()
+    result = evaluate(workspace=ws, split="test", progress=False, console=console)
+    assert result["models"] == {} and result["n_labelled"] == 0
+    path = ws.reports_dir("test") / "predictions-scene.txt"
+    assert result["predictions"]["scene"] == str(path)
+    lines = path.read_text().splitlines()
+    test_ids = sorted(c.id for c in clips if c.split == "test")
+    assert lines[0] == "Vid_name Label"
+    assert [line.split()[0] for line in lines[1:]] == test_ids
+    assert all(line.split()[1] in ("1", "2", "3") for line in lines[1:])
+    assert len(read_label_file(path)) == len(test_ids)  # gemo's own reader accepts it
+    assert str(path) in console.file.getvalue()
+    assert not list(ws.reports_dir("test").glob("confusion-*.png"))
+
+
+def test_prediction_codes_follow_vgaf(tmp_path):
+    ws, clips = make_workspace(tmp_path, models=(("scene", 0.7),))
+    probs = np.eye(3)[[i % 3 for i in range(len(clips))]]
+    write_table(ws, "scene", clips, probs)
+    evaluate(workspace=ws, split="test", progress=False, console=quiet())
+    written = dict(line.split() for line in
+                   (ws.reports_dir("test") / "predictions-scene.txt").read_text().splitlines()[1:])
+    expected = {c.id: str(i % 3 + 1) for i, c in enumerate(clips) if c.split == "test"}
+    assert written == expected
+
+
+def test_missing_clip_counts_as_imputed(tmp_path):
+    ws, clips = make_workspace(tmp_path, models=(("scene", 0.7),))
+    kept = [c for c in clips if c.id != "25_1"]  # a val clip
+    write_table(ws, "scene", kept, noisy_probs(kept, 0.7, 0))
+    result = evaluate(workspace=ws, split="val", progress=False, console=quiet())
+    assert result["models"]["scene"]["n_imputed"] == 1
+    assert result["models"]["scene"]["n"] == sum(c.split == "val" for c in clips)
+
+
+def test_ablation_has_one_row_per_left_out_model(tmp_path):
+    ws, _ = make_workspace(tmp_path)
+    fusion.fuse(workspace=ws, method="weighted", progress=False)
+    console = quiet()
+    result = evaluate(workspace=ws, split="val", ablate=True, progress=False, console=console)
+    ablation = result["ablation"]["fusion-weighted"]
+    assert ablation["method"] == "weighted" and ablation["stale_inputs"] == []
+    assert [row["left_out"] for row in ablation["rows"]] == ["audio", "faces", "scene"]
+    assert ablation["rows"][0]["models"] == ["faces", "scene"]
+    reference = result["models"]["fusion-weighted"]["accuracy"]
+    for row in ablation["rows"]:
+        assert METRIC_KEYS <= set(row)
+        assert row["delta_accuracy"] == pytest.approx(row["accuracy"] - reference)
+    # Ablation writes nothing: the fusion outputs are those of the full fusion.
+    written = sorted(p.stem for p in ws.scores_dir.glob("*.h5"))
+    assert written == ["audio", "faces", "fusion-weighted", "scene"]
+    assert "without faces" in console.file.getvalue()
+    saved = json.loads((ws.reports_dir("val") / "metrics.json").read_text())
+    assert len(saved["ablation"]["fusion-weighted"]["rows"]) == 3
+
+
+def test_ablation_needs_a_fusion_and_labels(tmp_path):
+    ws, _ = make_workspace(tmp_path)
+    with pytest.raises(GemoError, match="run `gemo fuse` first"):
+        evaluate(workspace=ws, split="val", ablate=True, progress=False, console=quiet())
+    fusion.fuse(workspace=ws, method="mean", progress=False)
+    with pytest.raises(GemoError, match="no labels"):
+        evaluate(workspace=ws, split="test", ablate=True, progress=False, console=quiet())
+
+
+def test_by_group_size_buckets(tmp_path):
+    ws, clips = make_workspace(tmp_path)
+    val = [c for c in clips if c.split == "val"]
+    sizes = {c.id: (2.0 if i % 3 else 7.5) for i, c in enumerate(val[:-2])}  # last 2 unknown
+    with pytest.raises(GemoError, match="faces feature set"):
+        evaluate(workspace=ws, split="val", by="group-size", progress=False, console=quiet())
+    (ws.root / "group_sizes.json").write_text(json.dumps(sizes))
+    console = quiet()
+    result = evaluate(workspace=ws, split="val", by="group-size", progress=False, console=console)
+    by_size = result["by_group_size"]
+    small = [c for c in val if sizes.get(c.id, 99) < 5]
+    large = [c for c in val if 5 <= sizes.get(c.id, -1)]
+    assert by_size["counts"] == {"small": len(small), "large": len(large), "unknown": 2}
+    rows = {c.id: i for i, c in enumerate(clips)}
+    probs = noisy_probs(clips, 0.6, 0)  # audio
+    for bucket, members in (("small", small), ("large", large)):
+        predicted = probs[[rows[c.id] for c in members]].argmax(axis=1)
+        expected = summarize([c.label for c in members], predicted)
+        assert by_size["buckets"][bucket]["audio"] == expected
+        assert set(by_size["buckets"][bucket]) == {"audio", "faces", "scene"}
+    assert "small n=" in console.file.getvalue()
+    # A mapping passed in wins over the file.
+    everyone_large = {c.id: 9 for c in val}
+    result = evaluate(workspace=ws, split="val", by="group-size", group_sizes=everyone_large,
+                      progress=False, console=quiet())
+    assert result["by_group_size"]["counts"] == {"small": 0, "large": len(val), "unknown": 0}
+
+
+def test_bad_requests_are_clear_errors(tmp_path):
+    ws, _ = make_workspace(tmp_path)
+    with pytest.raises(GemoError, match="unknown split"):
+        evaluate(workspace=ws, split="dev", console=quiet())
+    with pytest.raises(GemoError, match="unknown breakdown"):
+        evaluate(workspace=ws, split="val", by="age", console=quiet())
+    (ws.root / "group_sizes.json").write_text('{"25_1": "many"}')
+    with pytest.raises(GemoError, match="not a number"):
+        evaluate(workspace=ws, split="val", by="group-size", console=quiet())
+    empty = Workspace(tmp_path / "empty")
+    empty.save_index(DatasetIndex(str(tmp_path), "vgaf", make_clips()))
+    with pytest.raises(GemoError, match="run `gemo train` first"):
+        evaluate(workspace=empty, split="val", console=quiet())
+
+
+def test_same_inputs_same_report(tmp_path):
+    ws, _ = make_workspace(tmp_path)
+    fusion.fuse(workspace=ws, method="fc", seed=1, progress=False)
+    first = evaluate(workspace=ws, split="val", progress=False, console=quiet())
+    fusion.fuse(workspace=ws, method="fc", seed=1, progress=False)
+    second = evaluate(workspace=ws, split="val", progress=False, console=quiet())
+    assert first["models"] == second["models"]

@@ -1,0 +1,196 @@
+"""Model registry, the three families, input pipelines and checkpoint round trips."""
+
+import numpy as np
+import pytest
+import torch
+
+from gemo import models
+from gemo.errors import GemoError
+from gemo.models.checkpoint import build_checkpoint, load_checkpoint, load_model, save_checkpoint
+from gemo.models.inputs import IMAGENET_MEAN, inputs_for, is_finite
+
+
+def _inputs(name):
+    """A batch of model inputs for each family (small shapes)."""
+    torch.manual_seed(0)
+    return {
+        "blstm-attention": (torch.randn(3, 20, 6), torch.tensor([20, 20, 20])),
+        "mlp": (torch.randn(3, 12),),
+        "frame-cnn": (torch.randn(3, 4, 3, 32, 32),),
+    }[name]
+
+
+CONFIGS = {
+    "blstm-attention": {"input_dim": 6},
+    "mlp": {"input_dim": 12},
+    "frame-cnn": {"input_dim": 3, "input_size": 32},
+}
+
+
+def test_registry_lists_and_creates_every_family():
+    assert models.available() == ["blstm-attention", "frame-cnn", "mlp"]
+    for name in models.available():
+        model = models.create(name, **CONFIGS[name]).eval()
+        x = _inputs(name)
+        logits, embedding = model(*x), model.embed(*x)
+        assert logits.shape == (3, 3)
+        assert embedding.shape == (3, model.embedding_dim)
+        assert model.config["input_dim"] == CONFIGS[name]["input_dim"]
+
+
+def test_default_model_by_feature_set_and_by_shape():
+    assert models.default_model("pyaudio") == "blstm-attention"
+    assert models.default_model("compare-lld") == "blstm-attention"
+    assert models.default_model("egemaps") == "mlp"
+    assert models.default_model("frames") == "frame-cnn"
+    assert models.default_model("new-set", ndim=2) == "blstm-attention"
+    with pytest.raises(GemoError, match="model=NAME"):
+        models.default_model("new-set", ndim=3)
+
+
+def test_unknown_model_and_option_are_clear_errors():
+    with pytest.raises(GemoError, match="unknown model 'cnn'.*available"):
+        models.create("cnn", input_dim=3)
+    with pytest.raises(GemoError, match="unknown option.*hiden.*known: .*hidden"):
+        models.create("mlp", input_dim=3, hiden=4)
+    with pytest.raises(GemoError, match="backbone"):
+        models.create("frame-cnn", input_dim=3, backbone="alexnet")
+    with pytest.raises(GemoError, match="not a int"):
+        models.create("mlp", input_dim=3, hidden="many")
+
+
+def test_command_line_strings_are_coerced_to_the_defaults_types():
+    model = models.create("frame-cnn", input_dim=3, input_size="48", freeze="true",
+                          crop_scale="0.8", temporal="attention")
+    assert model.options["input_size"] == 48
+    assert model.options["freeze"] is True
+    assert model.options["crop_scale"] == 0.8
+
+
+def test_blstm_lengths_mask_padding():
+    """A padded clip with its length gives what the unpadded clip gives."""
+    model = models.create("blstm-attention", input_dim=6, pool=2).eval()
+    torch.manual_seed(1)
+    clip = torch.randn(1, 14, 6)
+    padded = torch.cat([clip, torch.zeros(1, 6, 6)], dim=1)
+    other = torch.randn(1, 20, 6)
+    batch = torch.cat([padded, other])
+    with torch.no_grad():
+        alone = model.embed(clip)
+        together = model.embed(batch, torch.tensor([14, 20]))
+    torch.testing.assert_close(together[0:1], alone, rtol=1e-5, atol=1e-6)
+
+
+def test_blstm_pool_shortens_the_sequence():
+    model = models.create("blstm-attention", input_dim=6, pool=4).eval()
+    seen = {}
+    model.lstm.register_forward_hook(lambda module, args, out: seen.update(steps=out[0].shape[1]))
+    model(torch.randn(2, 498, 6))
+    assert seen["steps"] == 125  # ceil(498 / 4)
+
+
+@pytest.mark.parametrize("temporal", ["mean", "attention", "lstm"])
+def test_frame_cnn_temporal_pooling(temporal):
+    model = models.create("frame-cnn", input_dim=3, input_size=32, temporal=temporal).eval()
+    x = torch.randn(2, 5, 3, 32, 32)
+    assert model(x).shape == (2, 3)
+    if temporal == "mean":  # mean pooling does not care about frame order
+        torch.testing.assert_close(model.embed(x), model.embed(x.flip(1)), rtol=1e-5, atol=1e-5)
+
+
+def test_frame_cnn_torchvision_backbone_and_freeze():
+    model = models.create("frame-cnn", input_dim=3, backbone="resnet18", freeze=True, input_size=64)
+    assert model.options["input_size"] == 64
+    assert model.embedding_dim == 512
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert all(p.requires_grad for p in model.head.parameters())
+    model.train()
+    assert not model.backbone.training  # frozen batch-norm statistics
+    assert models.create("frame-cnn", input_dim=3, backbone="resnet18").options["input_size"] == 224
+
+
+def test_small_backbone_has_no_pretrained_weights():
+    with pytest.raises(GemoError, match="no pretrained weights"):
+        models.create("frame-cnn", input_dim=3).load_pretrained()
+
+
+def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):
+    for name in models.available():
+        torch.manual_seed(3)
+        model = models.create(name, **CONFIGS[name]).eval()
+        inputs = inputs_for(model)
+        if name == "frame-cnn":
+            inputs.fit([])
+        else:
+            inputs.fit([np.random.default_rng(0).normal(size=(20, CONFIGS[name]["input_dim"]))])
+        checkpoint = build_checkpoint(
+            model=model, inputs=inputs, name=f"test-{name}", modality="audio",
+            features={"set": "x", "fingerprint": "abc", "feature_names": ["a"]},
+            hyperparameters={"lr": 1e-3, "weights": None}, training={"best_epoch": 3}, seed=5)
+        path = tmp_path / f"{name}.pt"
+        save_checkpoint(path, checkpoint)
+        raw = torch.load(path, map_location="cpu", weights_only=True)  # plain types + tensors only
+        assert raw["architecture"] == name and raw["seed"] == 5
+        assert raw["torch_version"] == torch.__version__
+        loaded = load_model(path)
+        assert not loaded.model.training
+        x = _inputs(name)
+        with torch.no_grad():
+            assert torch.equal(model(*x), loaded.model(*x))
+            assert torch.equal(model.embed(*x), loaded.model.embed(*x))
+        assert torch.equal(loaded.inputs.mean, inputs.mean)
+
+
+def test_load_refuses_what_is_not_a_gemo_checkpoint(tmp_path):
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(GemoError, match="not a gemo model checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(GemoError, match="no model checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_sequence_inputs_standardise_and_zero_fill_nan():
+    model = models.create("blstm-attention", input_dim=2)
+    rng = np.random.default_rng(0)
+    train = [rng.normal([5.0, -3.0], [2.0, 0.5], size=(50, 2)).astype(np.float32) for _ in range(8)]
+    inputs = inputs_for(model).fit(train)
+    torch.testing.assert_close(inputs.mean, torch.tensor([5.0, -3.0]), atol=0.3, rtol=0)
+    clip = np.array([[5.0, np.nan], [np.inf, -3.0], [7.0, -2.5]], np.float32)
+    x, lengths = inputs.tensors([clip, clip[:2]])
+    assert x.shape == (2, 3, 2) and lengths.tolist() == [3, 2]
+    assert torch.isfinite(x).all()
+    assert x[0, 0, 1] == 0 and x[0, 1, 0] == 0  # non-finite -> the training mean
+    assert x[1, 2].abs().sum() == 0  # padding
+    assert not is_finite(clip) and is_finite(train[0])
+
+
+def test_vector_inputs_constant_feature_does_not_divide_by_zero():
+    model = models.create("mlp", input_dim=2)
+    inputs = inputs_for(model).fit([np.array([1.0, 4.0]), np.array([3.0, 4.0])])
+    (x,) = inputs.tensors([np.array([2.0, 4.0], np.float32)])
+    assert torch.equal(x, torch.zeros(1, 2))
+
+
+def test_frame_inputs_resize_normalise_and_augment_deterministically():
+    model = models.create("frame-cnn", input_dim=3, input_size=32, train_frames=2)
+    inputs = inputs_for(model).fit([])
+    frames = [np.full((4, 48, 48, 3), value, np.uint8) for value in (0, 255)]
+    (stored,) = inputs.tensors(frames, train=True)
+    assert stored.dtype == torch.uint8 and stored.shape == (2, 4, 3, 37, 37)  # 8/7 of 32
+    (evaluated,) = inputs.tensors(frames)
+    assert evaluated.shape == (2, 4, 3, 32, 32)
+    (x,) = inputs.batch((evaluated,))
+    expected = (0 - IMAGENET_MEAN[0]) / 0.229
+    assert x.shape == (2, 4, 3, 32, 32) and abs(float(x[0, 0, 0, 0, 0]) - expected) < 1e-5
+    a = inputs.batch((stored,), train=True, generator=torch.Generator().manual_seed(1))[0]
+    b = inputs.batch((stored,), train=True, generator=torch.Generator().manual_seed(1))[0]
+    assert a.shape == (2, 2, 3, 32, 32)  # train_frames of the 4 frames, cropped to input_size
+    assert torch.equal(a, b)
+
+
+def test_inputs_refuse_a_feature_set_of_the_wrong_shape():
+    inputs = inputs_for(models.create("mlp", input_dim=34))
+    with pytest.raises(GemoError, match="expects 1 dimensions"):
+        inputs.check("c1", {"features": np.zeros((498, 34))}, "pyaudio")
+    with pytest.raises(GemoError, match="no 'features' array"):
+        inputs.check("c1", {"frames": np.zeros((2, 8, 8, 3))}, "frames")
