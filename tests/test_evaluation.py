@@ -6,6 +6,7 @@ import pytest
 from rich.console import Console
 
 from gemo import fusion
+from gemo.cache.store import FeatureCache
 from gemo.data.index import Clip, DatasetIndex, read_label_file
 from gemo.errors import GemoError
 from gemo.evaluation import evaluate
@@ -188,7 +189,11 @@ def test_by_group_size_buckets(tmp_path):
     sizes = {c.id: (2.0 if i % 3 else 7.5) for i, c in enumerate(val[:-2])}  # last 2 unknown
     with pytest.raises(GemoError, match="faces feature set"):
         evaluate(workspace=ws, split="val", by="group-size", progress=False, console=quiet())
-    (ws.root / "group_sizes.json").write_text(json.dumps(sizes))
+    provenance = {"feature_set": "faces", "extractor_version": 1, "params": {}}
+    with FeatureCache(ws.cache_path("faces"), mode="a", provenance=provenance) as cache:
+        for clip_id, size in sizes.items():  # frames of 2 or 7/8 faces: mean 2.0 or 7.5
+            counts = np.array([2, 2] if size < 5 else [7, 8], np.int32)
+            cache.write(clip_id, {"counts": counts}, fingerprint={"sha256": clip_id})
     console = quiet()
     result = evaluate(workspace=ws, split="val", by="group-size", progress=False, console=console)
     by_size = result["by_group_size"]
@@ -203,7 +208,7 @@ def test_by_group_size_buckets(tmp_path):
         assert by_size["buckets"][bucket]["audio"] == expected
         assert set(by_size["buckets"][bucket]) == {"audio", "faces", "scene"}
     assert "small n=" in console.file.getvalue()
-    # A mapping passed in wins over the file.
+    # A mapping passed in wins over the cache.
     everyone_large = {c.id: 9 for c in val}
     result = evaluate(workspace=ws, split="val", by="group-size", group_sizes=everyone_large,
                       progress=False, console=quiet())
@@ -216,9 +221,9 @@ def test_bad_requests_are_clear_errors(tmp_path):
         evaluate(workspace=ws, split="dev", console=quiet())
     with pytest.raises(GemoError, match="unknown breakdown"):
         evaluate(workspace=ws, split="val", by="age", console=quiet())
-    (ws.root / "group_sizes.json").write_text('{"25_1": "many"}')
     with pytest.raises(GemoError, match="not a number"):
-        evaluate(workspace=ws, split="val", by="group-size", console=quiet())
+        evaluate(workspace=ws, split="val", by="group-size", group_sizes={"25_1": "many"},
+                 console=quiet())
     empty = Workspace(tmp_path / "empty")
     empty.save_index(DatasetIndex(str(tmp_path), "vgaf", make_clips()))
     with pytest.raises(GemoError, match="run `gemo train` first"):

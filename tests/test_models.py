@@ -15,6 +15,7 @@ def _inputs(name):
     torch.manual_seed(0)
     return {
         "blstm-attention": (torch.randn(3, 20, 6), torch.tensor([20, 20, 20])),
+        "face-lstm": (torch.randn(3, 10, 22), torch.tensor([10, 7, 10])),
         "mlp": (torch.randn(3, 12),),
         "frame-cnn": (torch.randn(3, 4, 3, 32, 32),),
     }[name]
@@ -23,12 +24,13 @@ def _inputs(name):
 CONFIGS = {
     "blstm-attention": {"input_dim": 6},
     "mlp": {"input_dim": 12},
+    "face-lstm": {"input_dim": 22},
     "frame-cnn": {"input_dim": 3, "input_size": 32},
 }
 
 
 def test_registry_lists_and_creates_every_family():
-    assert models.available() == ["blstm-attention", "frame-cnn", "mlp"]
+    assert models.available() == ["blstm-attention", "face-lstm", "frame-cnn", "mlp"]
     for name in models.available():
         model = models.create(name, **CONFIGS[name]).eval()
         x = _inputs(name)
@@ -43,6 +45,7 @@ def test_default_model_by_feature_set_and_by_shape():
     assert models.default_model("compare-lld") == "blstm-attention"
     assert models.default_model("egemaps") == "mlp"
     assert models.default_model("frames") == "frame-cnn"
+    assert models.default_model("fer") == "face-lstm"
     assert models.default_model("new-set", ndim=2) == "blstm-attention"
     with pytest.raises(GemoError, match="model=NAME"):
         models.default_model("new-set", ndim=3)

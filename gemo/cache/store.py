@@ -243,12 +243,12 @@ class FeatureCache:
         group = self._file["clips"].get(clip_id)
         return group is not None and bool(group.attrs.get("complete", False))
 
-    def read(self, clip_id):
-        """The arrays stored for a clip, as ``{name: ndarray}``."""
+    def read(self, clip_id, names=None):
+        """The arrays stored for a clip, as ``{name: ndarray}`` (only ``names`` when given)."""
         group = self._file["clips"].get(clip_id)
         if group is None or not group.attrs.get("complete", False):
             raise KeyError(f"clip {clip_id!r} is not in {self.path.name}")
-        return {name: dataset[()] for name, dataset in group.items()}
+        return {name: dataset[()] for name, dataset in group.items() if names is None or name in names}
 
     def write(self, clip_id, arrays, *, fingerprint, path=""):
         """Store a clip's arrays; the clip counts only once this returns."""

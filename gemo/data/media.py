@@ -41,7 +41,7 @@ def _start(stream):
     return 0.0
 
 
-def read_frames(path, *, count=10, size=224, min_duration=0.5):
+def read_frames(path, *, count=10, size=224, min_duration=0.5, max_side=None):
     """Decode ``count`` RGB frames evenly spaced in time, resized to ``size`` x ``size``.
 
     Target times are the centres of ``count`` equal slices of the clip; for
@@ -50,6 +50,11 @@ def read_frames(path, *, count=10, size=224, min_duration=0.5):
     which frame was taken). Only the kept frames are
     converted and scaled. Returns ``(frames, timestamps)``: uint8 array of shape
     ``(count, size, size, 3)`` and float64 seconds from the stream start.
+
+    ``max_side`` keeps the aspect ratio instead (``size`` is then unused): frames
+    are scaled down so that their longer side is at most ``max_side`` pixels
+    (never up); ``max_side=0`` keeps the stored resolution. Face detection wants
+    this: squashing would distort faces and shrink them below detectable sizes.
 
     >>> frames, times = read_frames("clip.mp4", count=10, size=224)  # doctest: +SKIP
     """
@@ -76,7 +81,7 @@ def read_frames(path, *, count=10, size=224, min_duration=0.5):
                     nearest = frame
                     if previous is not None and target - previous.time <= frame.time - target:
                         nearest = previous
-                    picked.append(_to_rgb(nearest, size))
+                    picked.append(_to_rgb(nearest, size, max_side))
                     times.append(nearest.time - start)
                 if len(picked) == count:
                     break
@@ -88,13 +93,21 @@ def read_frames(path, *, count=10, size=224, min_duration=0.5):
         if previous is None and not picked:
             raise MediaError("decode", "no video frame could be decoded")
         while len(picked) < count:  # targets past the last decoded frame
-            picked.append(_to_rgb(previous, size))
+            picked.append(_to_rgb(previous, size, max_side))
             times.append(previous.time - start)
     return np.stack(picked), np.asarray(times, dtype=np.float64)
 
 
-def _to_rgb(frame, size):
-    return frame.to_ndarray(format="rgb24", width=size, height=size, interpolation="AREA")
+def _to_rgb(frame, size, max_side=None):
+    if max_side is None:
+        width = height = size
+    else:
+        scale = min(1.0, max_side / max(frame.width, frame.height)) if max_side else 1.0
+        width = max(1, round(frame.width * scale))
+        height = max(1, round(frame.height * scale))
+        if (width, height) == (frame.width, frame.height):
+            return frame.to_ndarray(format="rgb24")
+    return frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
 
 
 def read_audio(path, *, sample_rate=16000, min_duration=0.5):

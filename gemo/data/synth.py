@@ -29,6 +29,9 @@ Same seed -> byte-identical files (x264 runs single-threaded, muxer bitexact).
 
 import json
 import os
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
+from multiprocessing import get_context
 from pathlib import Path
 
 import av
@@ -36,6 +39,7 @@ import numpy as np
 from av.codec.context import Flags
 from scipy.signal import lfilter
 
+from gemo.data.cartoon import CLASS_EXPRESSIONS, draw_face
 from gemo.labels import CLASSES, vgaf_code
 
 _BACKGROUND = np.array([[150, 140, 110], [115, 118, 122], [72, 64, 74]], np.float32)
@@ -48,10 +52,12 @@ _PALETTES = np.array([  # three person colours per class, RGB
 
 def make_dataset(out, *, clips_per_class, seed=0, duration=5.0, width=320, height=180, fps=15,
                  sample_rate=16000, splits=(("Train", 1.0), ("Val", 0.5), ("Test", 0.5)),
-                 cue_noise=0.3, progress=None):
+                 cue_noise=0.3, progress=None, workers=1):
     """Write a synthetic VGAF-layout dataset under ``out`` and return its path.
 
-    ``progress(done, total)`` is called after each clip. Clips from an earlier
+    ``progress(done, total)`` is called after each clip; ``workers`` processes
+    render clips in parallel (each clip has its own seed, so the output does not
+    depend on it). Clips from an earlier
     synth run in ``out`` (listed in its synth.json) are removed first so that
     a smaller re-run leaves no stale clips behind.
     """
@@ -62,17 +68,17 @@ def make_dataset(out, *, clips_per_class, seed=0, duration=5.0, width=320, heigh
     _remove_previous(out)
     rng = np.random.default_rng(seed)
     clips = _plan(rng, clips_per_class, splits, cue_noise)
-    for done, clip in enumerate(clips, start=1):
-        folder = out / clip["split"]
-        folder.mkdir(exist_ok=True)
-        clip_rng = np.random.default_rng(clip.pop("seed"))
-        style = clip.pop("style")
-        frames = _frames(clip_rng, style, clip["visual"], duration, width, height, fps)
-        audio = _audio(clip_rng, style, clip["audio"], duration, sample_rate)
-        write_mp4(folder / f"{clip['id']}.mp4", frames=frames, audio=audio, fps=fps,
-                  sample_rate=sample_rate)
-        if progress is not None:
-            progress(done, len(clips))
+    for name, _ in splits:
+        (out / name).mkdir(exist_ok=True)
+    jobs = [(out / clip["split"] / f"{clip['id']}.mp4", clip.pop("seed"), clip.pop("style"), dict(clip),
+             dict(duration=duration, width=width, height=height, fps=fps, sample_rate=sample_rate))
+            for clip in clips]
+    parallel = workers > 1
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) if parallel else nullcontext() as pool:
+        results = pool.map(_render, jobs) if pool else map(_render, jobs)
+        for done, _ in enumerate(results, start=1):
+            if progress is not None:
+                progress(done, len(clips))
     for name, _ in splits:
         lines = ["Vid_name Label"] + [
             f"{c['id']} {vgaf_code(c['label'])}" for c in clips if c["split"] == name]
@@ -83,6 +89,17 @@ def make_dataset(out, *, clips_per_class, seed=0, duration=5.0, width=320, heigh
     meta = {"params": params, "classes": list(CLASSES), "clips": clips}
     _write_text(out / "synth.json", json.dumps(meta, indent=1) + "\n")  # last: marks completion
     return out
+
+
+def _render(job):
+    """Draw, synthesise and encode one clip (runs in a worker process when workers > 1)."""
+    path, seed, style, clip, media = job
+    rng = np.random.default_rng(seed)
+    frames = _frames(rng, style, clip["visual"], media["duration"], media["width"], media["height"],
+                     media["fps"])
+    _paste_faces(frames, rng, clip["face"], style, media["fps"])
+    audio = _audio(rng, style, clip["audio"], media["duration"], media["sample_rate"])
+    write_mp4(path, frames=frames, audio=audio, fps=media["fps"], sample_rate=media["sample_rate"])
 
 
 def _plan(rng, clips_per_class, splits, cue_noise):
@@ -105,10 +122,11 @@ def _plan(rng, clips_per_class, splits, cue_noise):
     clips = []
     for (name, label, segments), number in zip(groups, numbers):
         style = {"tint": rng.uniform(-12, 12, 3), "people": int(rng.integers(3, 7)),
+                 "faces": int(rng.integers(2, 5)), "skin": rng.uniform(150, 235),
                  "scale": rng.uniform(0.8, 1.3), "noise": rng.uniform(0.002, 0.01)}
         for segment in range(1, segments + 1):
             clips.append({"id": f"{number}_{segment}", "split": name, "label": label,
-                          "visual": cue(label), "audio": cue(label),
+                          "visual": cue(label), "audio": cue(label), "face": cue(label),
                           "seed": int(rng.integers(2**63)), "style": style})
     return clips
 
@@ -154,6 +172,36 @@ def _frames(rng, style, classes, duration, width, height, fps):
         plane += flicker if c == 0 else 0
         planes.append(np.clip(plane, 0, 255).astype(np.uint8).reshape(count, -1))
     return np.concatenate(planes, axis=1).reshape(count, height * 3 // 2, width)
+
+
+def _paste_faces(frames, rng, classes, style, fps):
+    """Draw the clip's faces, drifting slowly across the top of the frame, into yuv420p frames.
+
+    Faces alternate between the expressions of ``classes`` (the face cue); they
+    are about 0.38 of the frame height, large enough for detection at 40 px.
+    """
+    count, rows, width = frames.shape
+    height = rows * 2 // 3
+    size = 2 * (round(0.38 * height) // 2)  # even: chroma planes are half size
+    k = style["faces"]
+    slots = (np.arange(k) + 0.5) * width / k - size / 2  # evenly spread, apart when k <= 4
+    for j, x0 in enumerate(slots):
+        expression = CLASS_EXPRESSIONS[classes[j % len(classes)]]
+        tone = style["skin"] + rng.uniform(-8, 8)
+        skin = (int(min(tone + 15, 255)), int(tone * 0.8), int(tone * 0.67))
+        rgb, mask = draw_face(expression, size=size, skin=skin)
+        yuv = _yuv(rgb.astype(np.float32))
+        drift = rng.uniform(-6, 6) * np.arange(count) / fps
+        top = 2 * (int(rng.uniform(0.02, 0.12) * height) // 2)
+        for i in range(count):
+            left = 2 * (int(np.clip(x0 + drift[i], 0, width - size)) // 2)
+            y_plane = frames[i, :height].reshape(height, width)
+            y_plane[top:top + size, left:left + size][mask] = yuv[..., 0][mask]
+            chroma = frames[i, height:].reshape(2, height // 2, width // 2)
+            small = mask[::2, ::2]
+            for c in (1, 2):
+                region = chroma[c - 1, top // 2:(top + size) // 2, left // 2:(left + size) // 2]
+                region[small] = yuv[::2, ::2, c][small]
 
 
 def _motion(rng, cls, x0, y0, t, unit):

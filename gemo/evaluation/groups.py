@@ -1,34 +1,27 @@
 """Group-size buckets (Pinto 2020, Table VI): small groups have fewer than 5 faces per frame."""
 
-import json
-
+from gemo.cache.store import FeatureCache
 from gemo.errors import GemoError
 
-GROUP_SIZES_FILE = "group_sizes.json"
 SMALL_BELOW = 5.0  # mean detected faces per frame; < 5 is a small group
 BUCKETS = ("small", "large")
 
 
 def load_group_sizes(*, workspace, group_sizes=None):
-    """``{clip id: mean faces per frame}`` from ``group_sizes`` or ``<workdir>/group_sizes.json``.
+    """``{clip id: mean faces per frame}``: ``group_sizes`` if given, else from the faces cache.
 
-    The file is a JSON object mapping clip ids to numbers, written by the faces
-    feature set: ``{"1_1": 3.4, "1_2": 7.0}``.
+    Pinto 2020 counted MTCNN faces on every frame; the ``faces`` feature set
+    stores that count per sampled frame (``counts``).
     """
+    source = "group_sizes"
     if group_sizes is None:
-        path = workspace.root / GROUP_SIZES_FILE
+        path = workspace.cache_path("faces")
         if not path.exists():
-            raise GemoError(
-                f"no group sizes: {path} is missing; extract the faces feature set first "
-                "(it writes the mean number of faces per frame of every clip)"
-            )
-        try:
-            group_sizes = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise GemoError(f"{path}: not valid JSON ({error})") from None
+            raise GemoError("no group sizes: extract the faces feature set first "
+                            "(gemo extract --only faces), it counts the faces on every frame")
+        with FeatureCache(path) as cache:
+            group_sizes = {i: cache.read(i, names=("counts",))["counts"].mean() for i in cache.ids()}
         source = path
-    else:
-        source = "group_sizes"
     if not isinstance(group_sizes, dict):
         raise GemoError(f"{source}: expected a mapping of clip id to mean faces per frame")
     sizes = {}

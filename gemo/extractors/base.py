@@ -14,6 +14,7 @@ class Extractor:
     the stored parameters are these, so two caches built alike compare equal),
     ``libraries`` (PyPI names whose versions are recorded) and implement
     :meth:`extract`. Media problems raise :class:`gemo.data.media.MediaError`.
+    A set computed from another set's cache names it in ``requires``.
     """
 
     name = ""
@@ -21,6 +22,7 @@ class Extractor:
     description = ""
     defaults = {}
     libraries = ()
+    requires = ()  # feature sets whose cached arrays extract() reads, e.g. ("faces",)
 
     def __init__(self, **params):
         unknown = sorted(set(params) - set(self.defaults))
@@ -35,7 +37,11 @@ class Extractor:
         }
 
     def extract(self, path):
-        """Return ``{array_name: ndarray}`` for the clip at ``path``."""
+        """Return ``{array_name: ndarray}`` for the clip at ``path``.
+
+        A set with ``requires`` implements ``extract(path, inputs)`` instead, where
+        ``inputs`` maps each required set to the clip's arrays from its cache.
+        """
         raise NotImplementedError
 
     def info(self):

@@ -27,6 +27,7 @@ DEFAULT_MODELS = {
     "compare-lld": "blstm-attention",
     "egemaps": "mlp",
     "frames": "frame-cnn",
+    "fer": "face-lstm",
 }
 
 

@@ -1,0 +1,47 @@
+"""``fer``: facial-expression probabilities of the cached faces, and Fusical's 22 values per frame."""
+
+import numpy as np
+
+from gemo.extractors.base import Extractor, register
+
+# gemo.faces.fer imports torch: loaded on first use, so `gemo --help` and resumed runs stay quick.
+
+
+def _fer():
+    from gemo.faces import fer
+
+    return fer
+
+
+@register
+class FER(Extractor):
+    name = "fer"
+    description = ("FER2013 mini-XCEPTION on the faces set's aligned crops: 7 expression "
+                   "probabilities per face; per frame min/max/mean of each over faces + count")
+    defaults = {}
+    libraries = ("torch", "h5py")
+    requires = ("faces",)
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        # Found and verified now, so a missing file stops the run before any clip.
+        self.weights_file = str(_fer().weights_path())
+
+    def info(self):
+        fer = _fer()
+        return {"feature_names": fer.feature_names(), "classes": list(fer.FER_CLASSES),
+                "weights_sha256": fer.weight_files.sha256_of(self.weights_file)}
+
+    def extract(self, path, inputs):
+        fer = _fer()
+        faces = inputs["faces"]
+        if getattr(self, "_model", None) is None:  # built in the worker, not pickled
+            self._model = fer.load_fer(weights=self.weights_file)
+        crops = faces["crops"]
+        probs = fer.predict(self._model, [fer.fer_input_from_crop(c) for c in crops])
+        features = fer.frame_features(probs, faces["frame_index"], len(faces["counts"]))
+        return {"probs": probs.astype(np.float32), "frame_index": faces["frame_index"],
+                "features": features}
+
+    def __getstate__(self):
+        return {key: value for key, value in self.__dict__.items() if key != "_model"}

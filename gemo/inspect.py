@@ -1,0 +1,92 @@
+"""`gemo inspect`: faces and their expressions in images and videos, with optional drawings.
+
+>>> report = inspect_files(["group.jpg", "clip.mp4"])          # doctest: +SKIP
+>>> report[0]["faces"][0]["box"], report[0]["faces"][0]["expression"]
+"""
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+
+from gemo.data.media import MediaError, read_frames
+from gemo.labels import CLASSES
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+
+
+def inspect_files(paths, *, detector="mtcnn", min_face_size=20, max_side=0, frames=10,
+                  draw=None, device="auto", detector_weights=None, fer_weights=None, progress=None):
+    """Detect every face of each image (or ``frames`` evenly spaced frames of each video) and
+    classify its expression.
+
+    Returns one dict per file: ``path``, ``kind`` (image or video), ``frames``
+    (count looked at), ``faces`` (frame, box [x1, y1, x2, y2] in pixels, score,
+    landmarks, ``expressions`` {class: probability}, ``expression``, and the
+    zero-shot ``valence`` over Positive/Neutral/Negative), or ``error`` for a
+    file that could not be read. ``draw`` (a folder) gets each frame as a PNG
+    with the boxes and labels drawn on it. ``progress(done, total)`` is called per file.
+    """
+    from gemo.faces import fer
+    from gemo.faces.detect import create_detector
+
+    face_detector = create_detector(detector, min_face_size=min_face_size, max_side=max_side,
+                                    device=device, weights=detector_weights)
+    model = fer.load_fer(weights=fer_weights)
+    if draw is not None:
+        Path(draw).mkdir(parents=True, exist_ok=True)
+    report = []
+    for done, path in enumerate(paths, start=1):
+        path = Path(path)
+        try:
+            kind, images = _load(path, frames)
+        except (MediaError, OSError, UnidentifiedImageError) as error:
+            report.append({"path": str(path), "error": str(error)})
+            continue
+        entry = {"path": str(path), "kind": kind, "frames": len(images), "faces": []}
+        for frame, (image, found) in enumerate(zip(images, face_detector.detect(images))):
+            inputs = [fer.fer_input_from_box(image, box) for box in found.boxes]
+            probs = fer.predict(model, inputs)
+            valence = fer.valence(probs) if len(probs) else probs
+            for i in range(len(found)):
+                entry["faces"].append({
+                    "frame": frame,
+                    "box": [round(float(v), 1) for v in found.boxes[i]],
+                    "score": round(float(found.scores[i]), 4),
+                    "landmarks": np.round(found.landmarks[i], 1).tolist(),
+                    "expressions": {c: round(float(p), 4) for c, p in zip(fer.FER_CLASSES, probs[i])},
+                    "expression": fer.FER_CLASSES[int(probs[i].argmax())],
+                    "valence": {c: round(float(p), 4) for c, p in zip(CLASSES, valence[i])},
+                })
+            if draw is not None:
+                _draw(image, [f for f in entry["faces"] if f["frame"] == frame],
+                      Path(draw) / f"{path.stem}-{frame:03d}.png")
+        report.append(entry)
+        if progress is not None:
+            progress(done, len(paths))
+    return report
+
+
+def _load(path, frames):
+    """``("image", [rgb])`` or ``("video", [rgb, ...])`` at full resolution."""
+    if not path.is_file():
+        raise OSError(f"{path}: no such file")
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        with Image.open(path) as image:
+            return "image", [np.asarray(image.convert("RGB"))]
+    video, _ = read_frames(path, count=frames, max_side=0)
+    return "video", list(video)
+
+
+def _draw(image, faces, out):
+    canvas = Image.fromarray(image)
+    pen = ImageDraw.Draw(canvas)
+    width = max(2, round(max(image.shape[:2]) / 300))
+    font = ImageFont.load_default(size=8 * width)
+    for face in faces:
+        x1, y1, x2, y2 = face["box"]
+        pen.rectangle([x1, y1, x2, y2], outline=(255, 220, 0), width=width)
+        label = f"{face['expression']} {face['expressions'][face['expression']]:.2f}"
+        pen.text((x1, max(0, y1 - 9 * width)), label, fill=(255, 220, 0), font=font)
+    canvas.save(out)
+
