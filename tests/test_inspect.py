@@ -63,3 +63,14 @@ def test_unreadable_file_is_reported_and_exit_status_3(astronaut, tmp_path, fer_
     result = CliRunner().invoke(cli, ["inspect", str(broken), str(astronaut)])
     assert result.exit_code == 3
     assert "broken.jpg" in result.output and "1 face(s)" in result.output
+
+
+def test_tight_face_crop_is_found(tmp_path, fer_weights):
+    """A photo that is all face (as in expression datasets) is framed and detected again."""
+    path = tmp_path / "tight.png"
+    Image.fromarray(data.astronaut()[75:165, 190:260]).save(path)
+    [entry] = inspect_files([path], fer_weights=fer_weights)
+    [face] = entry["faces"]
+    x1, y1, x2, y2 = face["box"]
+    assert 0 <= x1 < x2 <= 70 and 0 <= y1 < y2 <= 90 and (x2 - x1) * (y2 - y1) > 0.5 * 70 * 90
+    assert face["expression"] == "happy"

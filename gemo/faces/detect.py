@@ -18,7 +18,6 @@ faces under ``min_face_size`` pixels of the original image are dropped.
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -165,12 +164,8 @@ class MTCNNDetector(Detector):
     def _load(self):
         from facenet_pytorch import MTCNN  # slow import: only when a detector is used
 
-        folder = self.weights
-        if folder is None:
-            import facenet_pytorch
-
-            folder = Path(facenet_pytorch.__file__).parent / "data"
-        elif not os.path.isdir(folder):
+        folder = self.weights  # None: the usual places, then facenet-pytorch's own data folder
+        if folder is not None and not os.path.isdir(folder):
             raise GemoError(f"MTCNN weights: {folder} is not a folder holding "
                             "pnet.pt, rnet.pt and onet.pt")
         found = {part: weights_module.find(f"mtcnn.{part}", folder=folder) for part in self.parts}
