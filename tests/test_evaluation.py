@@ -207,7 +207,7 @@ def test_by_group_size_buckets(tmp_path):
         expected = summarize([c.label for c in members], predicted)
         assert by_size["buckets"][bucket]["audio"] == expected
         assert set(by_size["buckets"][bucket]) == {"audio", "faces", "scene"}
-    assert "small n=" in console.file.getvalue()
+    assert "small (n=" in console.file.getvalue()
     # A mapping passed in wins over the cache.
     everyone_large = {c.id: 9 for c in val}
     result = evaluate(workspace=ws, split="val", by="group-size", group_sizes=everyone_large,

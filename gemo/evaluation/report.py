@@ -33,9 +33,9 @@ def metrics_table(models, *, title):
 def ablation_table(name, ablation):
     """The full fusion, then one row per left-out model with its accuracy change (Fusical Table 3)."""
     table = Table(title=f"ablation of {name} ({ablation['method']})")
-    table.add_column("models")
-    for column in ("acc %", "Δacc", "UAR %", "macro-F1 %", *(f"{c} %" for c in CLASSES)):
-        table.add_column(column, justify="right")
+    table.add_column("models", no_wrap=True)
+    for column in ("acc %", "Δacc", "UAR %", "F1 %", *(f"{c[:3]} %" for c in CLASSES)):
+        table.add_column(column, justify="right", no_wrap=True)
     reference = ablation["reference"]
     rows = [("all", reference)] + [(f"without {row['left_out']}", row) for row in ablation["rows"]]
     for label, row in rows:
@@ -58,10 +58,10 @@ def group_size_table(by_size):
         title=f"by group size (small: < {by_size['small_below']:g} faces per frame; "
         f"{counts['unknown']} clip(s) without a size left out)"
     )
-    table.add_column("model")
+    table.add_column("model", no_wrap=True)
     for bucket in ("small", "large"):
-        table.add_column(f"{bucket} n={counts[bucket]} acc %", justify="right")
-        table.add_column(f"{bucket} UAR %", justify="right")
+        table.add_column(f"{bucket} (n={counts[bucket]}) acc %", justify="right")
+        table.add_column("UAR %", justify="right", no_wrap=True)
     names = list(dict.fromkeys(n for bucket in by_size["buckets"].values() for n in bucket))
     for name in names:
         cells = []
