@@ -2,8 +2,7 @@
 
 from importlib import metadata
 
-from gemo.errors import GemoError
-from gemo.registry import Registry
+from gemo.registry import Registry, resolve_options
 
 
 class Extractor:
@@ -25,16 +24,7 @@ class Extractor:
     requires = ()  # feature sets whose cached arrays extract() reads, e.g. ("faces",)
 
     def __init__(self, **params):
-        unknown = sorted(set(params) - set(self.defaults))
-        if unknown:
-            raise GemoError(
-                f"{self.name}: unknown parameter(s) {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(self.defaults)) or 'none'}"
-            )
-        self.params = {
-            key: _coerce(self.name, key, default, params.get(key, default))
-            for key, default in self.defaults.items()
-        }
+        self.params = resolve_options(self.name, self.defaults, params)
 
     def extract(self, path):
         """Return ``{array_name: ndarray}`` for the clip at ``path``.
@@ -61,18 +51,6 @@ class Extractor:
             "libraries": {name: _version(name) for name in self.libraries},
             "info": self.info,
         }
-
-
-def _coerce(set_name, key, default, value):
-    """Parameters from the command line arrive as strings; give them the default's type."""
-    if isinstance(value, str) and not isinstance(default, str):
-        try:
-            if isinstance(default, bool):
-                return value.lower() in ("1", "true", "yes", "on")
-            return type(default)(value)
-        except ValueError:
-            raise GemoError(f"{set_name}.{key}: {value!r} is not a {type(default).__name__}") from None
-    return value
 
 
 def _version(distribution):

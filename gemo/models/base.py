@@ -10,7 +10,7 @@ from torch import nn
 
 from gemo.errors import GemoError
 from gemo.labels import CLASSES
-from gemo.registry import Registry
+from gemo.registry import Registry, resolve_options
 
 NUM_CLASSES = len(CLASSES)
 
@@ -50,16 +50,7 @@ class Model(nn.Module):
 
     def __init__(self, *, input_dim, num_classes=NUM_CLASSES, **options):
         super().__init__()
-        unknown = sorted(set(options) - set(self.defaults))
-        if unknown:
-            raise GemoError(
-                f"model {self.name}: unknown option(s) {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(self.defaults)) or 'none'}"
-            )
-        self.options = {
-            key: coerce(f"{self.name}.{key}", default, options.get(key, default))
-            for key, default in self.defaults.items()
-        }
+        self.options = resolve_options(f"model {self.name}", self.defaults, options, word="option")
         self.input_dim = int(input_dim)
         self.num_classes = int(num_classes)
 
@@ -75,22 +66,6 @@ class Model(nn.Module):
     def forward(self, *inputs):
         """Class logits ``[batch, num_classes]``."""
         return self.head(self.embed(*inputs))
-
-
-def coerce(label, default, value):
-    """Options from the command line arrive as strings: give them the default's type."""
-    if isinstance(value, str) and not isinstance(default, str) and default is not None:
-        try:
-            if isinstance(default, bool):
-                if value.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                    raise ValueError(value)
-                return value.lower() in ("1", "true", "yes", "on")
-            return type(default)(value)
-        except ValueError:
-            raise GemoError(f"{label}: {value!r} is not a {type(default).__name__}") from None
-    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
 
 
 def _check_input_kind(cls):
