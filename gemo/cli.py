@@ -3,12 +3,14 @@
 Exit status: 0 success, 2 usage or input error, 3 some clips failed, 130 interrupted.
 """
 
+import errno
 import json
 import os
 import sys
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from gemo import __version__, api
 from gemo.errors import GemoError
@@ -24,7 +26,13 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except GemoError as error:
-            console.print(f"[red]error:[/] {error}")
+            console.print(f"[red]error:[/] {escape(str(error))}")  # literal, e.g. "gemo[dask]"
+            sys.exit(EXIT_USAGE)
+        except OSError as error:
+            if error.errno != errno.ENOSPC:
+                raise
+            console.print(f"[red]error:[/] disk full ({escape(str(error))}); the clips finished "
+                          "are kept: free some space and rerun to resume")
             sys.exit(EXIT_USAGE)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted:[/] finished clips are kept; rerun to resume")
@@ -95,10 +103,17 @@ def _parse_params(values):
 @click.option("--workers", type=click.IntRange(1), default=None,
               help="Worker processes (default: the machine's cores).")
 @click.option("--overwrite", is_flag=True, help="Rebuild the caches of the chosen sets from scratch.")
+@click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="Where clips are computed: local processes, or a Dask distributed cluster "
+                   "(pip install 'gemo[dask]'; see docs/distributed.md).")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="Dask scheduler to use with --executor dask, e.g. tcp://10.0.0.5:8786 "
+                   "(default: start a local cluster of --workers processes).")
 @click.option("--list-sets", is_flag=True, help="List the feature sets and their parameters, then exit.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @workdir_option
-def extract(dataset, sets, params, workers, overwrite, list_sets, quiet, workdir):
+def extract(dataset, sets, params, workers, overwrite, executor, scheduler, list_sets, quiet,
+            workdir):
     """Extract features of DATASET (a VGAF folder or a CSV manifest) into HDF5 caches.
 
     DATASET is remembered by the workspace; leave it out to reuse it. Finished
@@ -112,6 +127,7 @@ def extract(dataset, sets, params, workers, overwrite, list_sets, quiet, workdir
       gemo extract vgaf/
       gemo extract --only frames -p frames.count=16 --workers 4
       gemo extract manifest.csv --only pyaudio,egemaps,compare-lld
+      gemo extract vgaf/ --executor dask --scheduler tcp://10.0.0.5:8786
     """
     if list_sets:
         for row in api.feature_sets():
@@ -121,6 +137,7 @@ def extract(dataset, sets, params, workers, overwrite, list_sets, quiet, workdir
     reports = api.extract(
         workspace=api.Workspace(workdir), dataset=dataset, sets=chosen,
         params=_parse_params(params), workers=workers, overwrite=overwrite, progress=not quiet,
+        executor=executor, scheduler=scheduler,
     )
     any_failed = False
     for report in reports:

@@ -39,13 +39,22 @@ class SetReport:
 
 
 def extract(*, workspace, dataset=None, sets=None, params=None, workers=None, overwrite=False,
-            progress=True):
+            progress=True, executor="local", scheduler=None):
     """Extract ``sets`` (default frames, pyaudio, egemaps) for every clip of the dataset.
 
     ``dataset`` is indexed and remembered by the workspace; when None the
     remembered one is used. ``params`` maps a set name to its parameters,
     e.g. ``{"frames": {"count": 16}}``. Returns one :class:`SetReport` per set.
+
+    ``executor="dask"`` computes clips on a Dask distributed cluster: the one at
+    ``scheduler`` (e.g. ``"tcp://10.0.0.5:8786"``), or a local cluster of
+    ``workers`` processes started for this run. Results come back to this
+    process, which stays the only writer of the caches (docs/distributed.md).
     """
+    if executor not in ("local", "dask"):
+        raise GemoError(f"unknown executor {executor!r}: choose local or dask")
+    if scheduler is not None and executor != "dask":
+        raise GemoError("a scheduler address needs the dask executor (--executor dask)")
     index = _index(workspace, dataset)
     sets = list(sets or DEFAULT_SETS)
     params = params or {}
@@ -55,7 +64,8 @@ def extract(*, workspace, dataset=None, sets=None, params=None, workers=None, ov
     chosen = _in_dependency_order([extractors.create(name, **params.get(name, {})) for name in sets])
     workers = workers or os.cpu_count() or 1
     reports = []
-    with _Pool(workers) as pool:
+    pool = _DaskPool(workers, scheduler) if executor == "dask" else _Pool(workers)
+    with pool:
         for extractor in chosen:
             reports.append(_extract_set(extractor, index, workspace, pool, overwrite, progress))
     return reports
@@ -290,6 +300,113 @@ class _Pool:
                         yield clip, ("failed", {}, ("crash", "the worker process died on this clip"))
                     else:
                         pending.append(clip)
+
+
+class _DaskPool:
+    """Runs clips on a Dask distributed cluster with the contract of :class:`_Pool`.
+
+    Workers compute :func:`_worker_run`; results come back here, so this process
+    stays the only writer. At most ``2 * threads`` of the cluster are in flight.
+    A clip whose worker dies is retried once, then recorded as ``crash``.
+    ``scheduler`` None starts (and closes) a local cluster of ``workers`` processes.
+    """
+
+    def __init__(self, workers, scheduler=None):
+        self.workers = workers
+        self.scheduler = scheduler
+        self._client = None
+        self._cluster = None
+
+    def __enter__(self):
+        try:
+            import dask
+            from distributed import Client, LocalCluster
+        except ImportError as error:
+            raise GemoError(
+                f"the dask executor needs Dask distributed ({error}): pip install 'gemo[dask]'"
+            ) from None
+        if self.scheduler is None:
+            # The scheduler gives up on a task at the first worker death; run() retries it once.
+            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+                self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
+                                             processes=True, host="127.0.0.1",
+                                             dashboard_address=None)
+            self._client = Client(self._cluster)
+        else:
+            try:
+                self._client = Client(self.scheduler)
+            except (OSError, TimeoutError, ValueError) as error:
+                raise GemoError(
+                    f"cannot reach the Dask scheduler at {self.scheduler}: {error} "
+                    f"(is `dask scheduler` running there and the address right?)"
+                ) from None
+        return self
+
+    def __exit__(self, *exc):
+        if self._client is not None:
+            self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+        self._client = self._cluster = None
+
+    def _limit(self):
+        return max(2, 2 * sum(self._client.nthreads().values()))
+
+    def run(self, extractor, clips, upstream):
+        """Yield ``(clip, outcome)`` of :func:`run_one`; this process reads ``upstream`` caches."""
+        from concurrent.futures import CancelledError  # dask's FutureCancelledError is one
+
+        from distributed import as_completed
+        from distributed.scheduler import KilledWorker
+
+        pending = list(reversed(clips))
+        attempts = {}
+        in_flight = {}
+        finished = as_completed(loop=self._client.loop)  # not the default client's loop
+
+        def refill():
+            failed_now = []
+            limit = self._limit()
+            while pending and len(in_flight) < limit:
+                clip = pending.pop()
+                try:
+                    given = upstream_inputs(upstream, clip.id)
+                except MediaError as error:
+                    failed_now.append((clip, ("failed", {}, (error.kind, str(error)))))
+                    continue
+                attempts[clip.id] = attempts.get(clip.id, 0) + 1
+                future = self._client.submit(_worker_run, extractor.name, extractor.params,
+                                             clip.path, given, pure=False)
+                in_flight[future.key] = future, clip
+                finished.add(future)
+            return failed_now
+
+        try:
+            yield from refill()
+            while in_flight:
+                future = next(finished)
+                future, clip = in_flight.pop(future.key)
+                try:
+                    outcome = future.result()
+                except (KilledWorker, CancelledError) as error:
+                    if attempts[clip.id] >= 2:
+                        message = f"the dask worker died on this clip ({type(error).__name__})"
+                        outcome = ("failed", {}, ("crash", message))
+                    else:
+                        pending.append(clip)
+                        outcome = None
+                except ModuleNotFoundError as error:  # run_one catches the extractors' errors
+                    raise GemoError(f"a dask worker cannot import {error.name}: the workers need "
+                                    f"gemo installed (see docs/distributed.md)") from None
+                future.release()
+                if outcome is not None:
+                    yield clip, outcome
+                yield from refill()
+        finally:
+            # Stopped early (Ctrl-C, an error writing): do not leave clips computing for nothing.
+            finished.clear()
+            if in_flight:
+                self._client.cancel([future for future, _ in in_flight.values()])
 
 
 def cache_summary(workspace):

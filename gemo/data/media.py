@@ -48,7 +48,10 @@ def read_frames(path, *, count=10, size=224, min_duration=0.5, max_side=None):
     each, the nearest decoded frame is kept (non-reference frames are not
     decoded, so it can be up to two frame intervals away; ``timestamps`` say
     which frame was taken). Only the kept frames are
-    converted and scaled. Returns ``(frames, timestamps)``: uint8 array of shape
+    converted and scaled. A rotation stored with the video (the display matrix
+    phones write for portrait clips) is applied, so frames come out upright as
+    players show them; only multiples of 90 degrees are honoured (others, and
+    mirroring, are ignored). Returns ``(frames, timestamps)``: uint8 array of shape
     ``(count, size, size, 3)`` and float64 seconds from the stream start.
 
     ``max_side`` keeps the aspect ratio instead (``size`` is then unused): frames
@@ -99,15 +102,31 @@ def read_frames(path, *, count=10, size=224, min_duration=0.5, max_side=None):
 
 
 def _to_rgb(frame, size, max_side=None):
+    turns = _quarter_turns(frame)
     if max_side is None:
         width = height = size
     else:
         scale = min(1.0, max_side / max(frame.width, frame.height)) if max_side else 1.0
         width = max(1, round(frame.width * scale))
         height = max(1, round(frame.height * scale))
-        if (width, height) == (frame.width, frame.height):
-            return frame.to_ndarray(format="rgb24")
-    return frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
+    if (width, height) == (frame.width, frame.height):
+        rgb = frame.to_ndarray(format="rgb24")
+    else:
+        rgb = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
+    if turns:
+        rgb = np.ascontiguousarray(np.rot90(rgb, turns))
+    return rgb
+
+
+def _quarter_turns(frame):
+    """Counter-clockwise quarter turns that make ``frame`` upright (its display matrix)."""
+    try:
+        angle = frame.rotation  # degrees counter-clockwise, from the DISPLAYMATRIX side data
+    except (AttributeError, ValueError, TypeError):
+        return 0
+    if not angle or angle % 90:
+        return 0
+    return int(angle // 90) % 4
 
 
 def read_audio(path, *, sample_rate=16000, min_duration=0.5):

@@ -22,6 +22,7 @@ from gemo.faces.align import align_face
 @register
 class Faces(Extractor):
     name = "faces"
+    version = 2  # 2: frames of rotated videos are turned upright
     description = ("faces in K evenly spaced frames: boxes, scores, 5 landmarks, aligned "
                    "crop_size x crop_size uint8 RGB crops (ArcFace template)")
     defaults = {"count": 10, "detector": "mtcnn", "min_face_size": 40, "max_side": 640,

@@ -7,6 +7,7 @@ from gemo.extractors.base import Extractor, register
 @register
 class Frames(Extractor):
     name = "frames"
+    version = 2  # 2: frames of rotated videos are turned upright
     description = "K frames evenly spaced in time, squashed to size x size, uint8 RGB"
     defaults = {"count": 10, "size": 224}
     libraries = ("av",)
