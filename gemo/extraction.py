@@ -182,6 +182,14 @@ def upstream_inputs(upstream, clip_id):
     return inputs
 
 
+def _inputs_or_failure(upstream, clip):
+    """``(inputs, None)``, or ``(None, failed outcome)`` when a required set lacks the clip."""
+    try:
+        return upstream_inputs(upstream, clip.id), None
+    except MediaError as error:
+        return None, ("failed", {}, (error.kind, str(error)))
+
+
 def run_one(extractor, path, inputs=None):
     """Fingerprint and extract one clip; never raises for a bad clip.
 
@@ -254,15 +262,9 @@ class _Pool:
     def run(self, extractor, clips, upstream):
         """Yield ``(clip, outcome)`` of :func:`run_one`; this process reads ``upstream`` caches."""
 
-        def inputs(clip):
-            try:
-                return upstream_inputs(upstream, clip.id), None
-            except MediaError as error:
-                return None, ("failed", {}, (error.kind, str(error)))
-
         if self.workers <= 1:
             for clip in clips:
-                given, failed = inputs(clip)
+                given, failed = _inputs_or_failure(upstream, clip)
                 yield clip, failed or run_one(extractor, clip.path, given)
             return
         pending = list(reversed(clips))
@@ -273,7 +275,7 @@ class _Pool:
                 self._executor = self._make()
             while pending and len(in_flight) < 2 * self.workers:
                 clip = pending.pop()
-                given, failed = inputs(clip)
+                given, failed = _inputs_or_failure(upstream, clip)
                 if failed:
                     yield clip, failed
                     continue
@@ -364,15 +366,15 @@ class _DaskPool:
         in_flight = {}
         finished = as_completed(loop=self._client.loop)  # not the default client's loop
 
+        limit = self._limit()  # asked once: nthreads() is a round trip to the scheduler
+
         def refill():
             failed_now = []
-            limit = self._limit()
             while pending and len(in_flight) < limit:
                 clip = pending.pop()
-                try:
-                    given = upstream_inputs(upstream, clip.id)
-                except MediaError as error:
-                    failed_now.append((clip, ("failed", {}, (error.kind, str(error)))))
+                given, failed = _inputs_or_failure(upstream, clip)
+                if failed:
+                    failed_now.append((clip, failed))
                     continue
                 attempts[clip.id] = attempts.get(clip.id, 0) + 1
                 future = self._client.submit(_worker_run, extractor.name, extractor.params,
