@@ -3,32 +3,34 @@
     python benchmarks/extract.py ../shared/media [--sets frames,faces,fer] [--repeat 3] [--json out.json]
 
 Runs each extractor in this process (one core) over every video in the folder,
-after one warm-up clip, and prints clips/s and the real-time factor (seconds of
-media per second of work). The full decode decodes every video frame (no
-conversion) and the whole audio stream, as a reference for what `frames` saves.
+after one warm-up pass, and prints clips/s and the real-time factor (seconds of
+media per second of work). Each set alone decodes what it needs; the last row,
+"all, one decode", runs every set on each clip as `gemo extract` does, decoding
+the clip once. The full decode decodes every video frame (no conversion) and the
+whole audio stream, as a reference for what `frames` saves. Parallel runs and
+start-up are measured by benchmarks/pipeline.py.
 """
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core, like each of gemo's pool workers
+
 import av
+from media import media_seconds, videos  # benchmarks/media.py
 
 from gemo import extractors
-from gemo.data.index import VIDEO_EXTENSIONS
 from gemo.data.media import MediaError
+from gemo.extraction import run_clip
 
 
 def full_decode(path):
     with av.open(str(path)) as container:
         for _ in container.decode(*container.streams):
             pass
-
-
-def duration(path):
-    with av.open(str(path)) as container:
-        return container.duration / av.time_base
 
 
 def timed(function, paths, repeat):
@@ -54,10 +56,10 @@ def main():
     parser.add_argument("--repeat", type=int, default=3, help="best of N passes")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    paths = sorted(p for p in args.folder.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS)
+    paths = videos(args.folder)
     if not paths:
         parser.error(f"no video files in {args.folder}")
-    seconds_of_media = sum(duration(p) for p in paths)
+    seconds_of_media = media_seconds(paths)
     results = {"clips": len(paths), "media_seconds": round(seconds_of_media, 2), "sets": {}}
     decode = timed(full_decode, paths, args.repeat)
     results["full_decode_s"] = round(decode, 3)
@@ -97,6 +99,13 @@ def main():
         print(f"{name:14s} {took:7.3f} s  {row['clips_per_s']:6.2f} clips/s  "
               f"{row['real_time_factor']:6.1f}x real time{extra}"
               + (f"  (failed: {', '.join(failed)})" if failed else ""))
+    chosen = [extractors.create(name) for name in args.sets.split(",")]
+    took = timed(lambda path: run_clip(chosen, path), paths, args.repeat)
+    results["all_one_decode"] = {"seconds": round(took, 3), "clips_per_s": round(len(paths) / took, 2),
+                                 "real_time_factor": round(seconds_of_media / took, 1)}
+    separate = sum(row["seconds"] for row in results["sets"].values())
+    print(f"{'all, one decode':14s} {took:7.3f} s  {len(paths) / took:6.2f} clips/s  "
+          f"{seconds_of_media / took:6.1f}x real time  (sets one by one: {separate:.3f} s)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -109,16 +109,22 @@ def _parse_params(values):
 @click.option("--scheduler", metavar="ADDRESS",
               help="Dask scheduler to use with --executor dask, e.g. tcp://10.0.0.5:8786 "
                    "(default: start a local cluster of --workers processes).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True, help="Where the networks of the faces and fer sets run.")
+@click.option("--batch-size", type=click.IntRange(0), default=0, show_default=True,
+              help="Frames (faces) or face crops (fer) per network call; 0: all frames of a "
+                   "clip, 256 crops. It changes the speed; values agree to float rounding.")
 @click.option("--list-sets", is_flag=True, help="List the feature sets and their parameters, then exit.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @workdir_option
-def extract(dataset, sets, params, workers, overwrite, executor, scheduler, list_sets, quiet,
-            workdir):
+def extract(dataset, sets, params, workers, overwrite, executor, scheduler, device, batch_size,
+            list_sets, quiet, workdir):
     """Extract features of DATASET (a VGAF folder or a CSV manifest) into HDF5 caches.
 
     DATASET is remembered by the workspace; leave it out to reuse it. Finished
     clips are skipped, so an interrupted run resumes where it stopped. A clip
-    that fails is recorded with its reason and the run goes on.
+    that fails is recorded with its reason and the run goes on. Each clip is
+    decoded once for all the chosen sets.
 
     \b
     Exit status: 0 all clips done, 3 some clips failed, 2 usage error.
@@ -128,6 +134,7 @@ def extract(dataset, sets, params, workers, overwrite, executor, scheduler, list
       gemo extract --only frames -p frames.count=16 --workers 4
       gemo extract manifest.csv --only pyaudio,egemaps,compare-lld
       gemo extract vgaf/ --executor dask --scheduler tcp://10.0.0.5:8786
+      gemo extract --only faces,fer --device cuda --batch-size 64 --workers 4
     """
     if list_sets:
         for row in api.feature_sets():
@@ -137,7 +144,7 @@ def extract(dataset, sets, params, workers, overwrite, executor, scheduler, list
     reports = api.extract(
         workspace=api.Workspace(workdir), dataset=dataset, sets=chosen,
         params=_parse_params(params), workers=workers, overwrite=overwrite, progress=not quiet,
-        executor=executor, scheduler=scheduler,
+        executor=executor, scheduler=scheduler, device=device, batch_size=batch_size,
     )
     any_failed = False
     for report in reports:

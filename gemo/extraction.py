@@ -8,12 +8,14 @@ loses at most the clips in flight, and the next run redoes only those.
 >>> reports = extract(workspace=Workspace("work"), dataset="vgaf/", sets=["frames"])  # doctest: +SKIP
 """
 
+import ctypes
 import os
 import threading
 import time
 import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -21,7 +23,8 @@ from pathlib import Path
 from gemo import extractors
 from gemo.cache.store import CacheMismatch, FeatureCache, fingerprint_file, same_source
 from gemo.data.index import index_dataset
-from gemo.data.media import MediaError
+from gemo.data.media import Media, MediaError
+from gemo.device import resolve_device
 from gemo.errors import GemoError
 from gemo.progress import progress_bar
 
@@ -39,12 +42,17 @@ class SetReport:
 
 
 def extract(*, workspace, dataset=None, sets=None, params=None, workers=None, overwrite=False,
-            progress=True, executor="local", scheduler=None):
+            progress=True, executor="local", scheduler=None, device="auto", batch_size=0):
     """Extract ``sets`` (default frames, pyaudio, egemaps) for every clip of the dataset.
 
     ``dataset`` is indexed and remembered by the workspace; when None the
     remembered one is used. ``params`` maps a set name to its parameters,
     e.g. ``{"frames": {"count": 16}}``. Returns one :class:`SetReport` per set.
+
+    Each clip is one task that computes every set it still lacks, decoding its
+    video and audio once for all of them. ``device`` (auto, cpu, cuda) and
+    ``batch_size`` (frames or faces per network call, 0: the set's default)
+    apply to the sets that run networks (faces, fer).
 
     ``executor="dask"`` computes clips on a Dask distributed cluster: the one at
     ``scheduler`` (e.g. ``"tcp://10.0.0.5:8786"``), or a local cluster of
@@ -55,20 +63,57 @@ def extract(*, workspace, dataset=None, sets=None, params=None, workers=None, ov
         raise GemoError(f"unknown executor {executor!r}: choose local or dask")
     if scheduler is not None and executor != "dask":
         raise GemoError("a scheduler address needs the dask executor (--executor dask)")
+    if batch_size < 0:
+        raise GemoError(f"batch size must be >= 0 (0: each set's default), not {batch_size}")
     index = _index(workspace, dataset)
     sets = list(sets or DEFAULT_SETS)
     params = params or {}
     unknown = sorted(set(params) - set(sets))
     if unknown:
         raise GemoError(f"parameters given for set(s) not extracted: {', '.join(unknown)}")
-    chosen = _in_dependency_order([extractors.create(name, **params.get(name, {})) for name in sets])
+    chosen = _in_dependency_order([
+        extractors.create(name, device=device, batch_size=batch_size, **params.get(name, {}))
+        for name in sets])
+    if any(e.uses_device for e in chosen):
+        resolve_device(device)  # a wrong --device stops the run here, not once per clip
     workers = workers or os.cpu_count() or 1
-    reports = []
-    pool = _DaskPool(workers, scheduler) if executor == "dask" else _Pool(workers)
-    with pool:
+    pool = _DaskPool(workers, scheduler) if executor == "dask" else _Pool(workers, chosen)
+    with ExitStack() as stack:
+        stack.enter_context(pool)
+        if index.clips and (overwrite or not all(workspace.cache_path(e.name).exists()
+                                                 for e in chosen)):
+            pool.start()  # new caches: workers load while this process prepares them
+        caches = _open_caches(chosen, workspace, overwrite, stack)
+        reports = {e.name: SetReport(e.name) for e in chosen}
+        todo = {e.name: _todo(caches[e.name], index.clips, reports[e.name]) for e in chosen}
+        tasks = [(clip, [e for e in chosen if clip.id in todo[e.name]]) for clip in index.clips]
+        tasks = [(clip, wanted) for clip, wanted in tasks if wanted]
+        label = ", ".join(e.name for e in chosen)
+        with progress_bar(label, len(tasks), enabled=progress) as advance:
+            failed = 0
+            for clip, outcomes in pool.run(tasks, caches):
+                failed += _store(clip, outcomes, caches, reports)
+                del outcomes
+                release_memory()
+                advance(status=f"{failed} clip(s) with failures" if failed else "")
         for extractor in chosen:
-            reports.append(_extract_set(extractor, index, workspace, pool, overwrite, progress))
-    return reports
+            reports[extractor.name].failed = caches[extractor.name].failures()
+    return [reports[e.name] for e in chosen]
+
+
+def _store(clip, outcomes, caches, reports):
+    """Write a clip's outcomes to their caches; True if any set failed on it."""
+    any_failed = False
+    for name, (status, fingerprint, payload) in outcomes.items():
+        if status == "ok":
+            caches[name].write(clip.id, payload, fingerprint=fingerprint, path=clip.path)
+            reports[name].extracted += 1
+        else:
+            kind, message = payload
+            caches[name].write_failure(clip.id, kind=kind, message=message,
+                                       fingerprint=fingerprint)
+            any_failed = True
+    return any_failed
 
 
 def _in_dependency_order(chosen):
@@ -83,18 +128,6 @@ def _in_dependency_order(chosen):
         ordered += ready
         placed.update(e.name for e in ready)
     return ordered
-
-
-def _upstream(extractor, workspace):
-    """Open the caches ``extractor`` requires; their fingerprints join its provenance."""
-    caches = {}
-    for name in extractor.requires:
-        path = workspace.cache_path(name)
-        if not path.exists():
-            raise GemoError(f"{extractor.name} needs the {name} feature set: extract it first "
-                            f"(gemo extract --only {name},{extractor.name})")
-        caches[name] = FeatureCache(path)
-    return caches
 
 
 def _index(workspace, dataset):
@@ -118,56 +151,61 @@ def _index(workspace, dataset):
     return index
 
 
-def _extract_set(extractor, index, workspace, pool, overwrite, progress):
-    path = workspace.cache_path(extractor.name)
-    report = SetReport(extractor.name)
-    if overwrite and path.exists():
-        path.unlink()
-    upstream = _upstream(extractor, workspace)
-    provenance = extractor.provenance()
-    provenance["params"].update({f"upstream.{n}": c.fingerprint() for n, c in upstream.items()})
-    try:
-        _fill(extractor, index, path, provenance, upstream, pool, report, progress)
-    finally:
-        for cache in upstream.values():
-            cache.close()
-    return report
+def _open_caches(chosen, workspace, overwrite, stack):
+    """Name -> open cache: a writer per chosen set, a reader per set they require besides.
 
-
-def _fill(extractor, index, path, provenance, upstream, pool, report, progress):
-    with FeatureCache(path, mode="a", provenance=provenance) as cache:
-        todo, changed = [], []
-        for clip in index.clips:
-            previous = cache.stored_fingerprint(clip.id)
-            if previous is None or "sha256" not in previous:
-                todo.append(clip)
+    A set computed from another records the required cache's fingerprint among its
+    parameters, so it is refused once that cache is rebuilt with other settings.
+    """
+    caches = {}
+    for extractor in chosen:
+        for name in extractor.requires:
+            if name in caches:
                 continue
-            try:
-                current = fingerprint_file(clip.path, previous=previous)
-            except OSError:
-                current = None
-            if same_source(previous, current):
-                report.skipped += clip.id in cache
-            elif clip.id in cache:
-                changed.append(clip.id)
-            else:
-                todo.append(clip)  # a failed clip whose file changed: try again
-        if changed:
-            raise CacheMismatch(
-                f"{path}: {len(changed)} clip(s) changed on disk since they were extracted, "
-                f"e.g. {', '.join(changed[:5])}; use --overwrite to redo the cache"
-            )
-        with progress_bar(extractor.name, len(todo), enabled=progress) as advance:
-            for clip, outcome in pool.run(extractor, todo, upstream):
-                status, fingerprint, payload = outcome
-                if status == "ok":
-                    cache.write(clip.id, payload, fingerprint=fingerprint, path=clip.path)
-                    report.extracted += 1
-                else:
-                    kind, message = payload
-                    cache.write_failure(clip.id, kind=kind, message=message, fingerprint=fingerprint)
-                advance(status=f"failed {len(cache.failures())}" if status != "ok" else "")
-        report.failed = cache.failures()
+            path = workspace.cache_path(name)
+            if not path.exists():
+                raise GemoError(f"{extractor.name} needs the {name} feature set: extract it "
+                                f"first (gemo extract --only {name},{extractor.name})")
+            caches[name] = stack.enter_context(FeatureCache(path))
+        path = workspace.cache_path(extractor.name)
+        if overwrite and path.exists():
+            path.unlink()
+        provenance = extractor.provenance()
+        provenance["params"].update(
+            {f"upstream.{name}": caches[name].fingerprint() for name in extractor.requires})
+        caches[extractor.name] = stack.enter_context(
+            FeatureCache(path, mode="a", provenance=provenance))
+    return caches
+
+
+def _todo(cache, clips, report):
+    """The clips ``cache`` still needs; counts the ones done in ``report.skipped``.
+
+    A clip whose file changed since it was stored stops the run (CacheMismatch):
+    its old features would be mixed with new ones.
+    """
+    todo, changed = set(), []
+    for clip in clips:
+        previous = cache.stored_fingerprint(clip.id)
+        if previous is None or "sha256" not in previous:
+            todo.add(clip.id)
+            continue
+        try:
+            current = fingerprint_file(clip.path, previous=previous)
+        except OSError:
+            current = None
+        if same_source(previous, current):
+            report.skipped += clip.id in cache
+        elif clip.id in cache:
+            changed.append(clip.id)
+        else:
+            todo.add(clip.id)  # a failed clip whose file changed: try again
+    if changed:
+        raise CacheMismatch(
+            f"{cache.path}: {len(changed)} clip(s) changed on disk since they were extracted, "
+            f"e.g. {', '.join(changed[:5])}; use --overwrite to redo the cache"
+        )
+    return todo
 
 
 def upstream_inputs(upstream, clip_id):
@@ -182,28 +220,81 @@ def upstream_inputs(upstream, clip_id):
     return inputs
 
 
-def _inputs_or_failure(upstream, clip):
-    """``(inputs, None)``, or ``(None, failed outcome)`` when a required set lacks the clip."""
-    try:
-        return upstream_inputs(upstream, clip.id), None
-    except MediaError as error:
-        return None, ("failed", {}, (error.kind, str(error)))
+def _cached_inputs(wanted, caches, clip_id):
+    """Arrays the task needs from caches (sets required but not computed in the task).
+
+    Returns ``(inputs, failed)``: ``failed`` maps a set whose required arrays are
+    missing to its failed outcome; that set is dropped from the task.
+    """
+    computed = {e.name for e in wanted}
+    inputs, failed = {}, {}
+    for extractor in wanted:
+        from_cache = {name: caches[name] for name in extractor.requires if name not in computed}
+        try:
+            inputs.update(upstream_inputs(from_cache, clip_id))
+        except MediaError as error:
+            failed[extractor.name] = ("failed", {}, (error.kind, str(error)))
+    return inputs, failed
 
 
-def run_one(extractor, path, inputs=None):
-    """Fingerprint and extract one clip; never raises for a bad clip.
+def run_clip(chosen, path, inputs=None):
+    """Run ``chosen`` extractors (in dependency order) on one clip; never raises for a bad clip.
 
-    Returns ``("ok", fingerprint, arrays)`` or ``("failed", fingerprint, (kind, message))``.
-    ``inputs`` are the required sets' arrays for extractors with ``requires``.
+    The file is fingerprinted once and decoded once for all of them. ``inputs``
+    holds arrays of required sets that are not among ``chosen``. Returns
+    ``{set: outcome}``, each ``("ok", fingerprint, arrays)`` or
+    ``("failed", fingerprint, (kind, message))``.
     """
     try:
         fingerprint = fingerprint_file(path)
     except OSError as error:
-        return "failed", {}, ("unreadable", f"{type(error).__name__}: {error.strerror or error}")
+        failed = ("failed", {}, ("unreadable", f"{type(error).__name__}: {error.strerror or error}"))
+        return {extractor.name: failed for extractor in chosen}
+    media = Media(path)
+    outcomes = {}
+    for extractor in chosen:
+        given = dict(inputs or {})
+        upstream_failed = None
+        for name in extractor.requires:
+            if name in outcomes:
+                status, _, payload = outcomes[name]
+                if status != "ok":
+                    upstream_failed = f"{name} failed for this clip ({payload[0]}: {payload[1]})"
+                given[name] = payload
+        if upstream_failed:
+            outcomes[extractor.name] = ("failed", fingerprint, ("upstream", upstream_failed))
+        else:
+            outcomes[extractor.name] = _run_one(extractor, media, given, fingerprint)
+    del media, given
+    release_memory()
+    return outcomes
+
+
+def _glibc():
     try:
-        if extractor.requires:
-            return "ok", fingerprint, extractor.extract(path, inputs)
-        return "ok", fingerprint, extractor.extract(path)
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:  # not glibc (macOS, musl): nothing to trim
+        return None
+
+
+_LIBC = _glibc()
+
+
+def release_memory():
+    """Hand memory freed by the last clip back to the system (glibc's ``malloc_trim``).
+
+    glibc keeps freed heap for reuse, and the varying buffer sizes of face
+    detection fragment it: without this a worker grew from 0.75 to 1.05 GB over
+    100 clips (0.77 GB with it); see docs/performance.md.
+    """
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _run_one(extractor, media, inputs, fingerprint):
+    try:
+        return "ok", fingerprint, extractor.extract(media, inputs)
     except MediaError as error:
         return "failed", fingerprint, (error.kind, str(error))
     except MemoryError:
@@ -212,11 +303,22 @@ def run_one(extractor, path, inputs=None):
         return "failed", fingerprint, ("error", f"{type(error).__name__}: {error}")
 
 
+def _crashed(wanted, message):
+    return {e.name: ("failed", {}, ("crash", message)) for e in wanted}
+
+
 _WORKER_EXTRACTORS = {}
 
 
-def _watch_parent(parent):
-    """Worker initializer: exit when the parent dies (a killed run must leave no orphans)."""
+def _init_worker(parent, specs):
+    """Pool worker set-up: one thread per library, exit when the parent dies, load the sets.
+
+    Several workers share the cores already; torch or BLAS threads on top would
+    fight over them. A killed run must leave no orphans. Loading the extractors
+    of ``specs`` now overlaps their imports with the main process's own set-up.
+    """
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[variable] = "1"  # read when torch and numpy's BLAS start their pools
 
     def watch():
         while os.getppid() == parent:
@@ -224,14 +326,32 @@ def _watch_parent(parent):
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True).start()
+    for extractor in _worker_extractors(specs):
+        try:
+            extractor.load()
+        except Exception:  # noqa: BLE001  the same error is recorded per clip, where it is clear
+            pass
 
 
-def _worker_run(name, params, path, inputs):
-    key = (name, tuple(sorted(params.items())))
-    extractor = _WORKER_EXTRACTORS.get(key)
-    if extractor is None:
-        extractor = _WORKER_EXTRACTORS[key] = extractors.create(name, **params)
-    return run_one(extractor, path, inputs)
+def _worker_run(specs, path, inputs):
+    """:func:`run_clip` in a worker; ``specs`` are ``(name, params, device, batch_size)``."""
+    return run_clip(_worker_extractors(specs), path, inputs)
+
+
+def _worker_extractors(specs):
+    """This worker's extractor of each spec, built once and kept (networks load once)."""
+    chosen = []
+    for name, params, device, batch_size in specs:
+        key = (name, tuple(sorted(params.items())), device, batch_size)
+        if key not in _WORKER_EXTRACTORS:
+            _WORKER_EXTRACTORS[key] = extractors.create(name, device=device,
+                                                        batch_size=batch_size, **params)
+        chosen.append(_WORKER_EXTRACTORS[key])
+    return chosen
+
+
+def _specs(wanted):
+    return [(e.name, e.params, e.device, e.batch_size) for e in wanted]
 
 
 class _Pool:
@@ -242,12 +362,20 @@ class _Pool:
     rebuilt and the clips in flight are retried once, then recorded as ``crash``.
     """
 
-    def __init__(self, workers):
+    def __init__(self, workers, chosen=()):
         self.workers = workers
+        self._specs = _specs(chosen)
         self._executor = None
 
     def __enter__(self):
         return self
+
+    def start(self):
+        """Start the worker processes now (else on the first clip); they load the sets."""
+        if self.workers > 1 and self._executor is None:
+            self._executor = self._make()
+            for _ in range(self.workers):
+                self._executor.submit(int)  # under spawn, each task starts at most one worker
 
     def __exit__(self, exc_type, *rest):
         if self._executor is not None:
@@ -257,51 +385,53 @@ class _Pool:
     def _make(self):
         # spawn, not fork: the parent may hold threads (progress bar) and library state.
         return ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
-                                   initializer=_watch_parent, initargs=(os.getpid(),))
+                                   initializer=_init_worker, initargs=(os.getpid(), self._specs))
 
-    def run(self, extractor, clips, upstream):
-        """Yield ``(clip, outcome)`` of :func:`run_one`; this process reads ``upstream`` caches."""
+    def run(self, tasks, caches):
+        """Yield ``(clip, {set: outcome})`` for ``tasks`` of ``(clip, extractors)``.
 
+        Arrays the extractors require from ``caches`` are read here, in the writer.
+        """
         if self.workers <= 1:
-            for clip in clips:
-                given, failed = _inputs_or_failure(upstream, clip)
-                yield clip, failed or run_one(extractor, clip.path, given)
+            for clip, wanted in tasks:
+                given, failed = _cached_inputs(wanted, caches, clip.id)
+                rest = [e for e in wanted if e.name not in failed]
+                yield clip, {**failed, **run_clip(rest, clip.path, given)}
             return
-        pending = list(reversed(clips))
+        pending = list(reversed(tasks))
         attempts = {}
         in_flight = {}
         while pending or in_flight:
-            if self._executor is None:
-                self._executor = self._make()
+            self.start()
             while pending and len(in_flight) < 2 * self.workers:
-                clip = pending.pop()
-                given, failed = _inputs_or_failure(upstream, clip)
-                if failed:
+                clip, wanted = pending.pop()
+                given, failed = _cached_inputs(wanted, caches, clip.id)
+                rest = [e for e in wanted if e.name not in failed]
+                if not rest:
                     yield clip, failed
                     continue
                 attempts[clip.id] = attempts.get(clip.id, 0) + 1
-                future = self._executor.submit(
-                    _worker_run, extractor.name, extractor.params, clip.path, given
-                )
-                in_flight[future] = clip
+                future = self._executor.submit(_worker_run, _specs(rest), clip.path, given)
+                in_flight[future] = clip, rest, failed
             finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             broken = []
             for future in finished:
-                clip = in_flight.pop(future)
+                clip, rest, failed = in_flight.pop(future)
                 try:
-                    yield clip, future.result()
+                    yield clip, {**failed, **future.result()}
                 except BrokenProcessPool:
-                    broken.append(clip)
+                    broken.append((clip, rest, failed))
             if broken:
                 broken.extend(in_flight.values())
                 in_flight.clear()
                 self._executor.shutdown(wait=False, cancel_futures=True)
                 self._executor = None
-                for clip in broken:
+                for clip, rest, failed in broken:
                     if attempts[clip.id] >= 2:
-                        yield clip, ("failed", {}, ("crash", "the worker process died on this clip"))
+                        crashed = _crashed(rest, "the worker process died on this clip")
+                        yield clip, {**failed, **crashed}
                     else:
-                        pending.append(clip)
+                        pending.append((clip, rest))
 
 
 class _DaskPool:
@@ -351,17 +481,20 @@ class _DaskPool:
             self._cluster.close()
         self._client = self._cluster = None
 
+    def start(self):
+        """Workers are started (or found) by :meth:`__enter__`."""
+
     def _limit(self):
         return max(2, 2 * sum(self._client.nthreads().values()))
 
-    def run(self, extractor, clips, upstream):
-        """Yield ``(clip, outcome)`` of :func:`run_one`; this process reads ``upstream`` caches."""
+    def run(self, tasks, caches):
+        """Yield ``(clip, {set: outcome})`` for ``tasks``, as :meth:`_Pool.run`."""
         from concurrent.futures import CancelledError  # dask's FutureCancelledError is one
 
         from distributed import as_completed
         from distributed.scheduler import KilledWorker
 
-        pending = list(reversed(clips))
+        pending = list(reversed(tasks))
         attempts = {}
         in_flight = {}
         finished = as_completed(loop=self._client.loop)  # not the default client's loop
@@ -371,15 +504,16 @@ class _DaskPool:
         def refill():
             failed_now = []
             while pending and len(in_flight) < limit:
-                clip = pending.pop()
-                given, failed = _inputs_or_failure(upstream, clip)
-                if failed:
+                clip, wanted = pending.pop()
+                given, failed = _cached_inputs(wanted, caches, clip.id)
+                rest = [e for e in wanted if e.name not in failed]
+                if not rest:
                     failed_now.append((clip, failed))
                     continue
                 attempts[clip.id] = attempts.get(clip.id, 0) + 1
-                future = self._client.submit(_worker_run, extractor.name, extractor.params,
-                                             clip.path, given, pure=False)
-                in_flight[future.key] = future, clip
+                future = self._client.submit(_worker_run, _specs(rest), clip.path, given,
+                                             pure=False)
+                in_flight[future.key] = future, clip, rest, failed
                 finished.add(future)
             return failed_now
 
@@ -387,28 +521,28 @@ class _DaskPool:
             yield from refill()
             while in_flight:
                 future = next(finished)
-                future, clip = in_flight.pop(future.key)
+                future, clip, rest, failed = in_flight.pop(future.key)
                 try:
-                    outcome = future.result()
+                    outcomes = {**failed, **future.result()}
                 except (KilledWorker, CancelledError) as error:
                     if attempts[clip.id] >= 2:
                         message = f"the dask worker died on this clip ({type(error).__name__})"
-                        outcome = ("failed", {}, ("crash", message))
+                        outcomes = {**failed, **_crashed(rest, message)}
                     else:
-                        pending.append(clip)
-                        outcome = None
-                except ModuleNotFoundError as error:  # run_one catches the extractors' errors
+                        pending.append((clip, rest))
+                        outcomes = None
+                except ModuleNotFoundError as error:  # run_clip catches the extractors' errors
                     raise GemoError(f"a dask worker cannot import {error.name}: the workers need "
                                     f"gemo installed (see docs/distributed.md)") from None
                 future.release()
-                if outcome is not None:
-                    yield clip, outcome
+                if outcomes is not None:
+                    yield clip, outcomes
                 yield from refill()
         finally:
             # Stopped early (Ctrl-C, an error writing): do not leave clips computing for nothing.
             finished.clear()
             if in_flight:
-                self._client.cancel([future for future, _ in in_flight.values()])
+                self._client.cancel([entry[0] for entry in in_flight.values()])
 
 
 def cache_summary(workspace):

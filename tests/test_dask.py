@@ -104,10 +104,10 @@ class _CrashOn(distributed.WorkerPlugin):
 
         original, stem = extraction._worker_run, self.stem
 
-        def run(name, params, path, inputs):
+        def run(specs, path, inputs):
             if os.path.splitext(os.path.basename(str(path)))[0] == stem:
                 os._exit(1)
-            return original(name, params, path, inputs)
+            return original(specs, path, inputs)
 
         extraction._worker_run = run
 

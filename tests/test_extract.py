@@ -11,6 +11,7 @@ from gemo import extractors
 from gemo.cache.store import CacheMismatch, FeatureCache
 from gemo.cli import cli
 from gemo.data.media import MediaError
+from gemo.errors import GemoError
 from gemo.extraction import extract
 from gemo.extractors import base
 from gemo.workspace import Workspace
@@ -136,7 +137,7 @@ def test_nan_features_fail_the_clip(tmp_path, monkeypatch):
         name = "hollow-test"
         defaults = {}
 
-        def extract(self, path):
+        def compute(self, media):
             from gemo.extractors.audio import require_finite_rows
 
             return {"features": require_finite_rows(np.full((5, 3), np.nan))}
@@ -185,3 +186,77 @@ def test_cache_files_are_readable_with_h5py_alone(synth_data, tmp_path):
         first = next(iter(f["clips"].values()))
         assert first.attrs["complete"] and first["features"].shape[1] == len(names) == 34
         assert len(json.loads(first.attrs["fingerprint"])["sha256"]) == 64
+
+
+def test_one_decode_serves_every_set_of_a_clip(tmp_path, monkeypatch):
+    from gemo.data import media
+    from gemo.extraction import run_clip
+
+    clip = make_clip(tmp_path / "a.mp4", seconds=2.0)
+    calls = {"video": 0, "audio": 0}
+    pick, read = media._pick_frames, media.read_audio
+
+    def counted_pick(*args):
+        calls["video"] += 1
+        return pick(*args)
+
+    def counted_read(*args, **kwargs):
+        calls["audio"] += 1
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(media, "_pick_frames", counted_pick)
+    monkeypatch.setattr(media, "read_audio", counted_read)
+    chosen = [extractors.create("frames", count=4, size=32), extractors.create("faces", count=4),
+              extractors.create("pyaudio"), extractors.create("egemaps")]
+    outcomes = run_clip(chosen, clip)
+    assert {name: outcome[0] for name, outcome in outcomes.items()} == dict.fromkeys(
+        ["frames", "faces", "pyaudio", "egemaps"], "ok")
+    assert calls == {"video": 1, "audio": 1}
+    # The same values as each set decoding on its own.
+    alone = extractors.create("frames", count=4, size=32).extract(clip)
+    np.testing.assert_array_equal(outcomes["frames"][2]["frames"], alone["frames"])
+    np.testing.assert_array_equal(outcomes["faces"][2]["timestamps"], alone["timestamps"])
+    assert outcomes["faces"][2]["counts"].tolist() == [0, 0, 0, 0]
+
+
+def test_a_decode_error_reaches_every_set_without_a_second_try(tmp_path, monkeypatch):
+    from gemo.data import media
+    from gemo.extraction import run_clip
+
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    calls = []
+    opener = media._open
+    monkeypatch.setattr(media, "_open", lambda path: calls.append(path) or opener(path))
+    outcomes = run_clip([extractors.create("frames"), extractors.create("faces")], bad)
+    assert [outcome[2][0] for outcome in outcomes.values()] == ["decode", "decode"]
+    assert len(calls) == 1
+
+
+def test_shared_audio_is_read_only(tmp_path):
+    from gemo.data.media import Media
+
+    signal = Media(make_clip(tmp_path / "a.mp4")).audio(sample_rate=16000)
+    with pytest.raises(ValueError):
+        signal[0] = 1.0
+
+
+def test_cuda_without_a_gpu_stops_before_any_clip(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    make_clip(tmp_path / "a_1.mp4")
+    (tmp_path / "list.csv").write_text("path,split,label\na_1.mp4,train,1\n")
+    workspace = Workspace(tmp_path / "ws")
+    with pytest.raises(GemoError, match="torch sees no CUDA GPU"):
+        extract(workspace=workspace, dataset=tmp_path / "list.csv", sets=["faces"],
+                device="cuda", workers=1, progress=False)
+    assert not workspace.cache_path("faces").exists()
+    # Sets without networks ignore the device.
+    [report] = extract(workspace=workspace, sets=["frames"], device="cuda", workers=1,
+                       progress=False)
+    assert report.extracted == 1
+    result = CliRunner().invoke(cli, ["extract", "--workdir", str(tmp_path / "ws"),
+                                      "--batch-size", "-1"])
+    assert result.exit_code == 2 and "batch-size" in result.output

@@ -275,3 +275,19 @@ def test_faces_extractor_is_picklable_without_its_detector(astronaut_clip):
     extractor.detector()
     copy = pickle.loads(pickle.dumps(extractor))
     assert copy._detector is None and copy.params == extractor.params
+
+
+def test_batch_size_changes_speed_not_values(tmp_path, image):
+    frames = [np.roll(image, shift, axis=1) for shift in (0, 40, 80, 120)]
+    clip = tmp_path / "moving.mp4"
+    write_mp4(clip, frames=np.stack(frames), fps=4)
+    whole = extractors.create("faces", count=4).extract(clip)
+    single = extractors.create("faces", count=4, batch_size=1)
+    assert single.params == extractors.create("faces", count=4).params  # not a stored parameter
+    one_by_one = single.extract(clip)
+    assert whole["counts"].tolist() == [1, 1, 1, 1]
+    for key, array in whole.items():  # oneDNN rounds differently per batch shape: 1e-5 px
+        np.testing.assert_allclose(one_by_one[key].astype(float), array, atol=1.0 if key == "crops"
+                                   else 1e-3, err_msg=key)
+    with pytest.raises(GemoError, match="batch_size"):
+        create_detector("mtcnn", batch_size=-1)

@@ -41,6 +41,52 @@ def _start(stream):
     return 0.0
 
 
+class Media:
+    """One clip, decoded at most once for all the feature sets computed from it.
+
+    :meth:`frames` keeps the pictures it picked, so sets that want the same frames
+    at other sizes (``frames`` at 224 x 224, ``faces`` at full size) share one
+    decode; :meth:`audio` keeps the signal per sample rate. A decoding error is
+    kept as well and raised again to every set that asks.
+
+    >>> media = Media("clip.mp4")                           # doctest: +SKIP
+    >>> small, times = media.frames(count=10, size=224)     # doctest: +SKIP
+    >>> full, _ = media.frames(count=10, max_side=0)        # no second decode  # doctest: +SKIP
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self._kept = {}
+
+    def _once(self, key, decode):
+        if key not in self._kept:
+            try:
+                self._kept[key] = decode()
+            except MediaError as error:
+                self._kept[key] = error
+        kept = self._kept[key]
+        if isinstance(kept, MediaError):
+            raise MediaError(kept.kind, str(kept))
+        return kept
+
+    def frames(self, *, count=10, size=224, min_duration=0.5, max_side=None):
+        """Like :func:`read_frames`, sharing the decode with earlier calls of the same ``count``."""
+        picked, times = self._once(("video", count, min_duration),
+                                   lambda: _pick_frames(self.path, count, min_duration))
+        return np.stack([_to_rgb(frame, size, max_side) for frame in picked]), times.copy()
+
+    def audio(self, *, sample_rate=16000, min_duration=0.5):
+        """Like :func:`read_audio`, decoding once per ``sample_rate``; the array is read-only."""
+        return self._once(("audio", sample_rate, min_duration),
+                          lambda: _read_only(read_audio(self.path, sample_rate=sample_rate,
+                                                        min_duration=min_duration)))
+
+
+def _read_only(array):
+    array.flags.writeable = False  # shared by several feature sets: none may change it
+    return array
+
+
 def read_frames(path, *, count=10, size=224, min_duration=0.5, max_side=None):
     """Decode ``count`` RGB frames evenly spaced in time, resized to ``size`` x ``size``.
 
@@ -61,6 +107,12 @@ def read_frames(path, *, count=10, size=224, min_duration=0.5, max_side=None):
 
     >>> frames, times = read_frames("clip.mp4", count=10, size=224)  # doctest: +SKIP
     """
+    return Media(path).frames(count=count, size=size, min_duration=min_duration,
+                              max_side=max_side)
+
+
+def _pick_frames(path, count, min_duration):
+    """The decoded frames nearest the ``count`` target times, and their times in seconds."""
     with _open(path) as container:
         if not container.streams.video:
             raise MediaError("no-video", "no video stream")
@@ -73,7 +125,7 @@ def read_frames(path, *, count=10, size=224, min_duration=0.5, max_side=None):
             raise MediaError("too-short", f"video lasts {duration:.2f} s (< {min_duration} s)")
         start = _start(stream)
         targets = [start + (i + 0.5) * (duration or 0.0) / count for i in range(count)]
-        picked, times = [], []
+        picked = []
         previous = None
         try:
             for frame in container.decode(stream):
@@ -84,8 +136,7 @@ def read_frames(path, *, count=10, size=224, min_duration=0.5, max_side=None):
                     nearest = frame
                     if previous is not None and target - previous.time <= frame.time - target:
                         nearest = previous
-                    picked.append(_to_rgb(nearest, size, max_side))
-                    times.append(nearest.time - start)
+                    picked.append(nearest)
                 if len(picked) == count:
                     break
                 previous = frame
@@ -95,10 +146,8 @@ def read_frames(path, *, count=10, size=224, min_duration=0.5, max_side=None):
             # A truncated tail: the frames decoded so far are still good.
         if previous is None and not picked:
             raise MediaError("decode", "no video frame could be decoded")
-        while len(picked) < count:  # targets past the last decoded frame
-            picked.append(_to_rgb(previous, size, max_side))
-            times.append(previous.time - start)
-    return np.stack(picked), np.asarray(times, dtype=np.float64)
+        picked += [previous] * (count - len(picked))  # targets past the last decoded frame
+    return picked, np.asarray([frame.time - start for frame in picked], dtype=np.float64)
 
 
 def _to_rgb(frame, size, max_side=None):

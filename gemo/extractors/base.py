@@ -2,6 +2,7 @@
 
 from importlib import metadata
 
+from gemo.data.media import Media
 from gemo.registry import Registry, resolve_options
 
 
@@ -12,8 +13,12 @@ class Extractor:
     change), ``description``, ``defaults`` (every parameter with its default;
     the stored parameters are these, so two caches built alike compare equal),
     ``libraries`` (PyPI names whose versions are recorded) and implement
-    :meth:`extract`. Media problems raise :class:`gemo.data.media.MediaError`.
+    :meth:`compute`. Media problems raise :class:`gemo.data.media.MediaError`.
     A set computed from another set's cache names it in ``requires``.
+
+    ``device`` and ``batch_size`` say where and how many frames or faces a
+    network takes at once; they change the speed, and the values only by float
+    rounding, so they are not parameters and caches do not compare them.
     """
 
     name = ""
@@ -22,16 +27,39 @@ class Extractor:
     defaults = {}
     libraries = ()
     requires = ()  # feature sets whose cached arrays extract() reads, e.g. ("faces",)
+    uses_device = False  # True for sets that run networks: they honour device and batch_size
 
-    def __init__(self, **params):
+    def __init__(self, *, device="auto", batch_size=0, **params):
         self.params = resolve_options(self.name, self.defaults, params)
+        self.device = device
+        self.batch_size = int(batch_size)  # 0: the extractor's own choice
 
-    def extract(self, path):
-        """Return ``{array_name: ndarray}`` for the clip at ``path``.
+    def extract(self, clip, inputs=None):
+        """Return ``{array_name: ndarray}`` for ``clip``, a file path or a :class:`Media`.
 
-        A set with ``requires`` implements ``extract(path, inputs)`` instead, where
-        ``inputs`` maps each required set to the clip's arrays from its cache.
+        ``inputs`` maps each set in ``requires`` to the clip's arrays from that set.
+        Pass one :class:`Media` to several extractors to decode the clip once.
+
+        >>> extractors.create("frames", count=4).extract("clip.mp4")["frames"].shape  # doctest: +SKIP
+        (4, 224, 224, 3)
         """
+        media = clip if isinstance(clip, Media) else Media(clip)
+        if self.requires:
+            missing = [name for name in self.requires if name not in (inputs or {})]
+            if missing:
+                raise ValueError(f"{self.name} needs the arrays of {', '.join(missing)}")
+            return self.compute(media, inputs)
+        return self.compute(media)
+
+    def load(self):
+        """Import libraries and load networks now rather than on the first clip.
+
+        Pool workers call it as they start, while the main process prepares the
+        caches, so that start-up costs overlap.
+        """
+
+    def compute(self, media):
+        """The arrays of one clip (``compute(media, inputs)`` for a set with ``requires``)."""
         raise NotImplementedError
 
     def info(self):

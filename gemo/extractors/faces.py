@@ -8,11 +8,8 @@ misread and slowed everything down); at most ``max_faces`` per frame are kept,
 the largest first. A clip without any face is a valid result (n = 0).
 """
 
-import multiprocessing
-
 import numpy as np
 
-from gemo.data.media import read_frames
 from gemo.extractors.base import Extractor, register
 from gemo.faces.align import align_face
 
@@ -22,12 +19,13 @@ from gemo.faces.align import align_face
 @register
 class Faces(Extractor):
     name = "faces"
-    version = 2  # 2: frames of rotated videos are turned upright
+    version = 3  # 2: frames of rotated videos are turned upright; 3: channels-last MTCNN
     description = ("faces in K evenly spaced frames: boxes, scores, 5 landmarks, aligned "
                    "crop_size x crop_size uint8 RGB crops (ArcFace template)")
     defaults = {"count": 10, "detector": "mtcnn", "min_face_size": 40, "max_side": 640,
                 "max_faces": 16, "crop_size": 112}
     libraries = ("av", "torch", "facenet-pytorch", "pillow")
+    uses_device = True
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -39,16 +37,15 @@ class Faces(Extractor):
     def detector(self):
         """The face detector, created on first use in this process."""
         if self._detector is None:
-            import torch
-
             from gemo.faces.detect import create_detector
 
-            if multiprocessing.parent_process() is not None:
-                torch.set_num_threads(1)  # one of several workers: threads would fight for cores
             self._detector = create_detector(
                 self.params["detector"], min_face_size=self.params["min_face_size"],
-                max_side=self.params["max_side"], device="auto")
+                max_side=self.params["max_side"], device=self.device, batch_size=self.batch_size)
         return self._detector
+
+    def load(self):
+        self.detector().load()
 
     def info(self):
         from gemo.faces.detect import LANDMARKS
@@ -56,8 +53,8 @@ class Faces(Extractor):
         return {"landmarks": list(LANDMARKS), "detector": self.detector().describe(),
                 "crop_template": "ArcFace 5-point, 112 x 112 scaled to crop_size"}
 
-    def extract(self, path):
-        frames, timestamps = read_frames(path, count=self.params["count"], max_side=0)
+    def compute(self, media):
+        frames, timestamps = media.frames(count=self.params["count"], max_side=0)
         found = self.detector().detect(list(frames))
         cap, size = self.params["max_faces"], self.params["crop_size"]
         kept = [faces[:cap] if cap > 0 else faces for faces in found]

@@ -21,6 +21,7 @@ class FER(Extractor):
     defaults = {}
     libraries = ("torch", "h5py")
     requires = ("faces",)
+    uses_device = True
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -32,13 +33,17 @@ class FER(Extractor):
         return {"feature_names": fer.feature_names(), "classes": list(fer.FER_CLASSES),
                 "weights_sha256": fer.weight_files.sha256_of(self.weights_file)}
 
-    def extract(self, path, inputs):
+    def load(self):
+        if getattr(self, "_model", None) is None:  # built in the worker, not pickled
+            self._model = _fer().load_fer(weights=self.weights_file, device=self.device)
+
+    def compute(self, media, inputs):
         fer = _fer()
         faces = inputs["faces"]
-        if getattr(self, "_model", None) is None:  # built in the worker, not pickled
-            self._model = fer.load_fer(weights=self.weights_file)
+        self.load()
         crops = faces["crops"]
-        probs = fer.predict(self._model, [fer.fer_input_from_crop(c) for c in crops])
+        probs = fer.predict(self._model, [fer.fer_input_from_crop(c) for c in crops],
+                            batch_size=self.batch_size or 256)
         features = fer.frame_features(probs, faces["frame_index"], len(faces["counts"]))
         return {"probs": probs.astype(np.float32), "frame_index": faces["frame_index"],
                 "features": features}

