@@ -49,11 +49,13 @@ def manifest(paths, copies, folder):
     return target
 
 
-def timed_run(paths, copies, workers, sets, scratch):
+def timed_run(paths, copies, workers, sets, params, scratch):
     folder = Path(tempfile.mkdtemp(dir=scratch))
     dataset = manifest(paths, copies, folder / "clips")
     command = [sys.executable, "-m", "gemo", "extract", str(dataset), "--workdir",
                str(folder / "work"), "--only", ",".join(sets), "--workers", str(workers), "--quiet"]
+    for param in params:
+        command += ["-p", param]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -74,6 +76,8 @@ def main():
     parser.add_argument("--workers", default=f"1,{os.cpu_count() or 1}",
                         help="comma-separated worker counts (default: 1 and the machine's cores)")
     parser.add_argument("--copies", type=int, default=3, help="links per clip in the long run")
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="SET.KEY=VALUE",
+                        help="extractor parameter passed to gemo extract, e.g. -p faces.count=5")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     paths = videos(args.folder)
@@ -84,14 +88,15 @@ def main():
     sets = args.sets.split(",")
     seconds = media_seconds(paths)
     results = {"clips": len(paths), "media_seconds": round(seconds, 2), "sets": sets,
+               "params": args.param,
                "copies": args.copies, "cpu_count": os.cpu_count(), "runs": {}}
-    print(f"{len(paths)} clips, {seconds:.1f} s of media; sets {args.sets}")
+    print(f"{len(paths)} clips, {seconds:.1f} s of media; sets {args.sets} {' '.join(args.param)}")
     print(f"{'workers':>7} {'wall x1':>8} {'RTF x1':>7} {'wall x' + str(args.copies):>8} "
           f"{'steady RTF':>10} {'start-up':>8}")
     with tempfile.TemporaryDirectory() as scratch:
         for workers in (int(w) for w in args.workers.split(",")):
-            once, failed = timed_run(paths, 1, workers, sets, scratch)
-            many, _ = timed_run(paths, args.copies, workers, sets, scratch)
+            once, failed = timed_run(paths, 1, workers, sets, args.param, scratch)
+            many, _ = timed_run(paths, args.copies, workers, sets, args.param, scratch)
             per_pass = (many - once) / (args.copies - 1)  # clip work of one pass over the folder
             row = {"wall_once_s": round(once, 2), "rtf_once": round(seconds / once, 2),
                    f"wall_x{args.copies}_s": round(many, 2),
