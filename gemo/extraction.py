@@ -80,10 +80,10 @@ def extract(*, workspace, dataset=None, sets=None, params=None, workers=None, ov
     pool = _DaskPool(workers, scheduler) if executor == "dask" else _Pool(workers, chosen)
     with ExitStack() as stack:
         stack.enter_context(pool)
-        if index.clips and (overwrite or not all(workspace.cache_path(e.name).exists()
-                                                 for e in chosen)):
-            pool.start()  # new caches: workers load while this process prepares them
-        caches = _open_caches(chosen, workspace, overwrite, stack)
+        # Creating a cache computes its provenance (networks load, openSMILE names its
+        # features): meanwhile the workers start and load theirs.
+        caches = _open_caches(chosen, workspace, overwrite, stack,
+                              before_creating=pool.start if index.clips else None)
         reports = {e.name: SetReport(e.name) for e in chosen}
         todo = {e.name: _todo(caches[e.name], index.clips, reports[e.name]) for e in chosen}
         tasks = [(clip, [e for e in chosen if clip.id in todo[e.name]]) for clip in index.clips]
@@ -151,11 +151,12 @@ def _index(workspace, dataset):
     return index
 
 
-def _open_caches(chosen, workspace, overwrite, stack):
+def _open_caches(chosen, workspace, overwrite, stack, before_creating=None):
     """Name -> open cache: a writer per chosen set, a reader per set they require besides.
 
     A set computed from another records the required cache's fingerprint among its
     parameters, so it is refused once that cache is rebuilt with other settings.
+    ``before_creating`` is called before the first cache file is created.
     """
     caches = {}
     for extractor in chosen:
@@ -170,6 +171,8 @@ def _open_caches(chosen, workspace, overwrite, stack):
         path = workspace.cache_path(extractor.name)
         if overwrite and path.exists():
             path.unlink()
+        if before_creating is not None and not path.exists():
+            before_creating()
         provenance = extractor.provenance()
         provenance["params"].update(
             {f"upstream.{name}": caches[name].fingerprint() for name in extractor.requires})
@@ -359,7 +362,8 @@ class _Pool:
 
     At most ``2 * workers`` clips are in flight, so memory does not grow with
     the dataset. A worker that dies (a decoder crash) breaks the pool: it is
-    rebuilt and the clips in flight are retried once, then recorded as ``crash``.
+    rebuilt, and the clips in flight are retried one at a time; a clip whose
+    worker dies again is recorded as ``crash`` (see :class:`_TaskQueue`).
     """
 
     def __init__(self, workers, chosen=()):
@@ -398,40 +402,94 @@ class _Pool:
                 rest = [e for e in wanted if e.name not in failed]
                 yield clip, {**failed, **run_clip(rest, clip.path, given)}
             return
-        pending = list(reversed(tasks))
-        attempts = {}
+        queue = _TaskQueue(tasks, caches, limit=2 * self.workers)
         in_flight = {}
-        while pending or in_flight:
+        while queue or in_flight:
             self.start()
-            while pending and len(in_flight) < 2 * self.workers:
-                clip, wanted = pending.pop()
-                given, failed = _cached_inputs(wanted, caches, clip.id)
-                rest = [e for e in wanted if e.name not in failed]
-                if not rest:
-                    yield clip, failed
-                    continue
-                attempts[clip.id] = attempts.get(clip.id, 0) + 1
-                future = self._executor.submit(_worker_run, _specs(rest), clip.path, given)
-                in_flight[future] = clip, rest, failed
-            finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-            broken = []
-            for future in finished:
-                clip, rest, failed = in_flight.pop(future)
+            ready, upstream_failed = queue.next(len(in_flight))
+            yield from upstream_failed
+            broken = False
+            for index, task in enumerate(ready):
+                clip, rest, given, _ = task
                 try:
-                    yield clip, {**failed, **future.result()}
-                except BrokenProcessPool:
-                    broken.append((clip, rest, failed))
-            if broken:
-                broken.extend(in_flight.values())
+                    future = self._executor.submit(_worker_run, _specs(rest), clip.path, given)
+                except BrokenProcessPool:  # a worker died since the last results came in
+                    queue.put_back(ready[index:])
+                    broken = True
+                    break
+                in_flight[future] = task
+            died = []
+            if in_flight:
+                finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    task = in_flight.pop(future)
+                    try:
+                        yield task[0], {**task[3], **future.result()}
+                    except BrokenProcessPool:
+                        died.append(task)
+            if died or broken:  # the pool is broken: every clip in flight went down with it
+                died += in_flight.values()
                 in_flight.clear()
                 self._executor.shutdown(wait=False, cancel_futures=True)
                 self._executor = None
-                for clip, rest, failed in broken:
-                    if attempts[clip.id] >= 2:
-                        crashed = _crashed(rest, "the worker process died on this clip")
-                        yield clip, {**failed, **crashed}
-                    else:
-                        pending.append((clip, rest))
+                for task in died:
+                    crashed = queue.died(task, "the worker process died on this clip")
+                    if crashed:
+                        yield crashed
+
+
+class _TaskQueue:
+    """Clips waiting for a worker, and what to do with a clip whose worker died.
+
+    A dying worker takes down the clips beside it, so a clip in flight at a death
+    is not yet to blame: it is retried once, alone, when the clips in flight have
+    finished. If its worker dies again, it is recorded as ``crash``.
+    """
+
+    def __init__(self, tasks, caches, *, limit):
+        self._pending = list(reversed(tasks))
+        self._returned = []  # prepared tasks that could not be submitted
+        self._suspects = []
+        self._retried = set()
+        self._caches = caches
+        self._limit = limit
+
+    def __bool__(self):
+        return bool(self._pending or self._returned or self._suspects)
+
+    def next(self, in_flight):
+        """What to do with ``in_flight`` clips running: ``(ready, upstream_failed)``.
+
+        ``ready`` are tasks ``(clip, extractors, inputs, failed)`` to submit;
+        ``upstream_failed`` are ``(clip, outcomes)`` of clips left with nothing to run.
+        """
+        if self._suspects:
+            return ([] if in_flight else [self._suspects.pop()]), []
+        room = self._limit - in_flight
+        ready, self._returned = self._returned[:room], self._returned[room:]
+        upstream_failed = []
+        while self._pending and in_flight + len(ready) < self._limit:
+            clip, wanted = self._pending.pop()
+            given, failed = _cached_inputs(wanted, self._caches, clip.id)
+            rest = [e for e in wanted if e.name not in failed]
+            if rest:
+                ready.append((clip, rest, given, failed))
+            else:
+                upstream_failed.append((clip, failed))
+        return ready, upstream_failed
+
+    def put_back(self, tasks):
+        """Prepared tasks that were not submitted after all: they go first next time."""
+        self._returned = list(tasks) + self._returned
+
+    def died(self, task, message):
+        """None if ``task`` will be retried alone, else its ``(clip, outcomes)`` as crashed."""
+        clip, rest, _, failed = task
+        if clip.id in self._retried:
+            return clip, {**failed, **_crashed(rest, message)}
+        self._retried.add(clip.id)
+        self._suspects.append(task)
+        return None
 
 
 class _DaskPool:
@@ -439,7 +497,7 @@ class _DaskPool:
 
     Workers compute :func:`_worker_run`; results come back here, so this process
     stays the only writer. At most ``2 * threads`` of the cluster are in flight.
-    A clip whose worker dies is retried once, then recorded as ``crash``.
+    A clip whose worker dies is retried once, alone, then recorded as ``crash``.
     ``scheduler`` None starts (and closes) a local cluster of ``workers`` processes.
     """
 
@@ -494,55 +552,38 @@ class _DaskPool:
         from distributed import as_completed
         from distributed.scheduler import KilledWorker
 
-        pending = list(reversed(tasks))
-        attempts = {}
+        queue = _TaskQueue(tasks, caches, limit=self._limit())  # one round trip to the scheduler
         in_flight = {}
         finished = as_completed(loop=self._client.loop)  # not the default client's loop
-
-        limit = self._limit()  # asked once: nthreads() is a round trip to the scheduler
-
-        def refill():
-            failed_now = []
-            while pending and len(in_flight) < limit:
-                clip, wanted = pending.pop()
-                given, failed = _cached_inputs(wanted, caches, clip.id)
-                rest = [e for e in wanted if e.name not in failed]
-                if not rest:
-                    failed_now.append((clip, failed))
-                    continue
-                attempts[clip.id] = attempts.get(clip.id, 0) + 1
-                future = self._client.submit(_worker_run, _specs(rest), clip.path, given,
-                                             pure=False)
-                in_flight[future.key] = future, clip, rest, failed
-                finished.add(future)
-            return failed_now
-
         try:
-            yield from refill()
-            while in_flight:
-                future = next(finished)
-                future, clip, rest, failed = in_flight.pop(future.key)
+            while queue or in_flight:
+                ready, upstream_failed = queue.next(len(in_flight))
+                yield from upstream_failed
+                for task in ready:
+                    clip, rest, given, _ = task
+                    future = self._client.submit(_worker_run, _specs(rest), clip.path, given,
+                                                 pure=False)
+                    in_flight[future.key] = future, task
+                    finished.add(future)
+                if not in_flight:
+                    continue
+                future, task = in_flight.pop(next(finished).key)
                 try:
-                    outcomes = {**failed, **future.result()}
+                    outcome = task[0], {**task[3], **future.result()}
                 except (KilledWorker, CancelledError) as error:
-                    if attempts[clip.id] >= 2:
-                        message = f"the dask worker died on this clip ({type(error).__name__})"
-                        outcomes = {**failed, **_crashed(rest, message)}
-                    else:
-                        pending.append((clip, rest))
-                        outcomes = None
+                    message = f"the dask worker died on this clip ({type(error).__name__})"
+                    outcome = queue.died(task, message)
                 except ModuleNotFoundError as error:  # run_clip catches the extractors' errors
                     raise GemoError(f"a dask worker cannot import {error.name}: the workers need "
                                     f"gemo installed (see docs/distributed.md)") from None
                 future.release()
-                if outcomes is not None:
-                    yield clip, outcomes
-                yield from refill()
+                if outcome is not None:
+                    yield outcome
         finally:
             # Stopped early (Ctrl-C, an error writing): do not leave clips computing for nothing.
             finished.clear()
             if in_flight:
-                self._client.cancel([entry[0] for entry in in_flight.values()])
+                self._client.cancel([future for future, _ in in_flight.values()])
 
 
 def cache_summary(workspace):

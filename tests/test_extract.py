@@ -260,3 +260,37 @@ def test_cuda_without_a_gpu_stops_before_any_clip(tmp_path):
     result = CliRunner().invoke(cli, ["extract", "--workdir", str(tmp_path / "ws"),
                                       "--batch-size", "-1"])
     assert result.exit_code == 2 and "batch-size" in result.output
+
+
+def test_a_clip_that_kills_its_worker_takes_no_other_clip_with_it(tmp_path, monkeypatch):
+    import os
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from gemo import extraction
+
+    class Killer(base.Extractor):
+        name = "killer-test"
+        defaults = {}
+
+        def compute(self, media):
+            if "victim" in str(media.path):
+                os._exit(1)  # like a decoder crash: the whole worker process goes
+            time.sleep(0.3)  # the neighbours are still running when the victim's worker dies
+            return {"x": np.zeros(1)}
+
+    monkeypatch.setitem(base._REGISTRY._classes, "killer-test", Killer)
+    # Forked workers inherit the test's registry (spawned ones would not know "killer-test").
+    monkeypatch.setattr(extraction._Pool, "_make", lambda self: ProcessPoolExecutor(
+        self.workers, mp_context=get_context("fork")))
+    names = ["a_1", "a_2", "victim", "a_3", "a_4", "a_5"]
+    for name in names:
+        make_clip(tmp_path / f"{name}.mp4", seconds=1.0)
+    (tmp_path / "list.csv").write_text(
+        "path,split,label\n" + "".join(f"{n}.mp4,train,1\n" for n in names))
+    [report] = extract(workspace=Workspace(tmp_path / "ws"), dataset=tmp_path / "list.csv",
+                       sets=["killer-test"], workers=2, progress=False)
+    assert report.failed == {"victim": {"kind": "crash",
+                                        "message": "the worker process died on this clip"}}
+    assert report.extracted == 5
