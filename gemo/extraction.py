@@ -223,11 +223,11 @@ def upstream_inputs(upstream, clip_id):
     return inputs
 
 
-def _cached_inputs(wanted, caches, clip_id):
-    """Arrays the task needs from caches (sets required but not computed in the task).
+def _prepare(wanted, caches, clip_id):
+    """A task's extractors, with the arrays they need from caches (required, not computed here).
 
-    Returns ``(inputs, failed)``: ``failed`` maps a set whose required arrays are
-    missing to its failed outcome; that set is dropped from the task.
+    Returns ``(runnable, inputs, failed)``: ``failed`` maps each set whose required
+    arrays are missing to its failed outcome; ``runnable`` are the other sets.
     """
     computed = {e.name for e in wanted}
     inputs, failed = {}, {}
@@ -237,7 +237,7 @@ def _cached_inputs(wanted, caches, clip_id):
             inputs.update(upstream_inputs(from_cache, clip_id))
         except MediaError as error:
             failed[extractor.name] = ("failed", {}, (error.kind, str(error)))
-    return inputs, failed
+    return [e for e in wanted if e.name not in failed], inputs, failed
 
 
 def run_clip(chosen, path, inputs=None):
@@ -253,10 +253,15 @@ def run_clip(chosen, path, inputs=None):
     except OSError as error:
         failed = ("failed", {}, ("unreadable", f"{type(error).__name__}: {error.strerror or error}"))
         return {extractor.name: failed for extractor in chosen}
-    media = Media(path)
+    outcomes = _run_all(chosen, Media(path), inputs or {}, fingerprint)
+    release_memory()  # the clip's decoded media is gone by now
+    return outcomes
+
+
+def _run_all(chosen, media, inputs, fingerprint):
     outcomes = {}
     for extractor in chosen:
-        given = dict(inputs or {})
+        given = dict(inputs)
         upstream_failed = None
         for name in extractor.requires:
             if name in outcomes:
@@ -268,8 +273,6 @@ def run_clip(chosen, path, inputs=None):
             outcomes[extractor.name] = ("failed", fingerprint, ("upstream", upstream_failed))
         else:
             outcomes[extractor.name] = _run_one(extractor, media, given, fingerprint)
-    del media, given
-    release_memory()
     return outcomes
 
 
@@ -398,9 +401,8 @@ class _Pool:
         """
         if self.workers <= 1:
             for clip, wanted in tasks:
-                given, failed = _cached_inputs(wanted, caches, clip.id)
-                rest = [e for e in wanted if e.name not in failed]
-                yield clip, {**failed, **run_clip(rest, clip.path, given)}
+                rest, given, failed = _prepare(wanted, caches, clip.id)
+                yield clip, {**failed, **(run_clip(rest, clip.path, given) if rest else {})}
             return
         queue = _TaskQueue(tasks, caches, limit=2 * self.workers)
         in_flight = {}
@@ -470,8 +472,7 @@ class _TaskQueue:
         upstream_failed = []
         while self._pending and in_flight + len(ready) < self._limit:
             clip, wanted = self._pending.pop()
-            given, failed = _cached_inputs(wanted, self._caches, clip.id)
-            rest = [e for e in wanted if e.name not in failed]
+            rest, given, failed = _prepare(wanted, self._caches, clip.id)
             if rest:
                 ready.append((clip, rest, given, failed))
             else:

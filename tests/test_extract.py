@@ -262,13 +262,22 @@ def test_cuda_without_a_gpu_stops_before_any_clip(tmp_path):
     assert result.exit_code == 2 and "batch-size" in result.output
 
 
-def test_a_clip_that_kills_its_worker_takes_no_other_clip_with_it(tmp_path, monkeypatch):
-    import os
-    import time
+@pytest.fixture
+def forked_pool(monkeypatch):
+    """Pool workers forked from the test, so they know the extractors the test registers."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
     from gemo import extraction
+
+    monkeypatch.setattr(extraction._Pool, "_make", lambda self: ProcessPoolExecutor(
+        self.workers, mp_context=get_context("fork")))
+
+
+def test_a_clip_that_kills_its_worker_takes_no_other_clip_with_it(tmp_path, monkeypatch,
+                                                                   forked_pool):
+    import os
+    import time
 
     class Killer(base.Extractor):
         name = "killer-test"
@@ -281,9 +290,6 @@ def test_a_clip_that_kills_its_worker_takes_no_other_clip_with_it(tmp_path, monk
             return {"x": np.zeros(1)}
 
     monkeypatch.setitem(base._REGISTRY._classes, "killer-test", Killer)
-    # Forked workers inherit the test's registry (spawned ones would not know "killer-test").
-    monkeypatch.setattr(extraction._Pool, "_make", lambda self: ProcessPoolExecutor(
-        self.workers, mp_context=get_context("fork")))
     names = ["a_1", "a_2", "victim", "a_3", "a_4", "a_5"]
     for name in names:
         make_clip(tmp_path / f"{name}.mp4", seconds=1.0)
@@ -294,3 +300,40 @@ def test_a_clip_that_kills_its_worker_takes_no_other_clip_with_it(tmp_path, monk
     assert report.failed == {"victim": {"kind": "crash",
                                         "message": "the worker process died on this clip"}}
     assert report.extracted == 5
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_set_whose_required_set_failed_records_upstream(tmp_path, monkeypatch, forked_pool,
+                                                          workers):
+    class Source(base.Extractor):
+        name = "source-test"
+        defaults = {}
+
+        def compute(self, media):
+            if "broken" in str(media.path):
+                raise MediaError("decode", "cannot open")
+            return {"x": np.ones(2)}
+
+    class Derived(base.Extractor):
+        name = "derived-test"
+        defaults = {}
+        requires = ("source-test",)
+
+        def compute(self, media, inputs):
+            return {"y": inputs["source-test"]["x"] * 2}
+
+    monkeypatch.setitem(base._REGISTRY._classes, "source-test", Source)
+    monkeypatch.setitem(base._REGISTRY._classes, "derived-test", Derived)
+    for name in ("good", "broken"):
+        make_clip(tmp_path / f"{name}.mp4", seconds=1.0)
+    (tmp_path / "list.csv").write_text("path,split,label\ngood.mp4,train,1\nbroken.mp4,train,1\n")
+    workspace = Workspace(tmp_path / "ws")
+    extract(workspace=workspace, dataset=tmp_path / "list.csv", sets=["source-test"],
+            workers=workers, progress=False)
+    [report] = extract(workspace=workspace, sets=["derived-test"], workers=workers,
+                       progress=False)
+    assert report.extracted == 1
+    assert report.failed == {"broken": {
+        "kind": "upstream", "message": "source-test failed for this clip (decode: cannot open)"}}
+    with FeatureCache(workspace.cache_path("derived-test")) as cache:
+        np.testing.assert_array_equal(cache.read("good")["y"], [2.0, 2.0])
