@@ -113,7 +113,8 @@ def _parse_params(values):
               show_default=True, help="Where the networks of the faces and fer sets run.")
 @click.option("--batch-size", type=click.IntRange(0), default=0, show_default=True,
               help="Frames (faces) or face crops (fer) per network call; 0: all frames of a "
-                   "clip, 256 crops. It changes the speed; values agree to float rounding.")
+                   "clip, and 64 crops (1024 on a GPU). It changes the speed; values agree to "
+                   "float rounding.")
 @click.option("--list-sets", is_flag=True, help="List the feature sets and their parameters, then exit.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @workdir_option

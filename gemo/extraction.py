@@ -253,7 +253,8 @@ def run_clip(chosen, path, inputs=None):
     except OSError as error:
         failed = ("failed", {}, ("unreadable", f"{type(error).__name__}: {error.strerror or error}"))
         return {extractor.name: failed for extractor in chosen}
-    outcomes = _run_all(chosen, Media(path), inputs or {}, fingerprint)
+    media = Media(path, frame_counts=[count for e in chosen for count in e.frame_counts()])
+    outcomes = _run_all(chosen, media, inputs or {}, fingerprint)
     release_memory()  # the clip's decoded media is gone by now
     return outcomes
 

@@ -43,6 +43,26 @@ def test_pyaudio_tone_spectral_centroid(tmp_path, tone_hz):
     assert centroid == pytest.approx(tone_hz, rel=0.1)
 
 
+def test_pyaudio_memoised_chroma_tables_leave_features_unchanged():
+    from gemo.extractors.pyaudio import short_term_features
+
+    library = short_term_features()
+    memoised = library.chroma_features_init
+    rng = np.random.default_rng(0)
+    signal = rng.normal(0, 3000, 16000)  # 1 s of int16-scaled noise at 16 kHz
+    fast, _ = library.feature_extraction(signal, 16000, 400, 160, deltas=False)
+    assert memoised.cache_info().currsize >= 1
+    library.chroma_features_init = memoised.__wrapped__  # uncached: built for every window
+    try:
+        slow, _ = library.feature_extraction(signal, 16000, 400, 160, deltas=False)
+    finally:
+        library.chroma_features_init = memoised
+    assert np.array_equal(fast, slow)
+    tables = memoised(400, 16000)
+    with pytest.raises(ValueError):
+        tables[0][0] = 1  # shared between windows: read-only
+
+
 def test_opensmile_sets(tmp_path):
     clip = make_clip(tmp_path / "tone.mp4", seconds=2.0)
     egemaps = extractors.create("egemaps").extract(clip)["features"]
@@ -217,6 +237,33 @@ def test_one_decode_serves_every_set_of_a_clip(tmp_path, monkeypatch):
     np.testing.assert_array_equal(outcomes["frames"][2]["frames"], alone["frames"])
     np.testing.assert_array_equal(outcomes["faces"][2]["timestamps"], alone["timestamps"])
     assert outcomes["faces"][2]["counts"].tolist() == [0, 0, 0, 0]
+
+
+def test_one_decoding_pass_picks_the_frames_of_every_count(tmp_path, monkeypatch):
+    """frames takes 6 frames and faces 3 other ones: one pass over the video picks both, the
+    same frames as each set decoding alone."""
+    from gemo.data import media
+    from gemo.extraction import run_clip
+
+    clip = make_clip(tmp_path / "a.mp4", seconds=3.0, fps=10)
+    passes = []
+    pick = media._pick_frames
+    monkeypatch.setattr(media, "_pick_frames", lambda path, counts, least: (
+        passes.append(sorted(counts)) or pick(path, counts, least)))
+    chosen = [extractors.create("frames", count=6, size=32), extractors.create("faces", count=3)]
+    outcomes = run_clip(chosen, clip)
+    assert passes == [[3, 6]]
+    for extractor in chosen:
+        alone = type(extractor)(**extractor.params).extract(clip)
+        np.testing.assert_array_equal(outcomes[extractor.name][2]["timestamps"],
+                                      alone["timestamps"])
+    np.testing.assert_allclose(outcomes["faces"][2]["timestamps"], [0.5, 1.5, 2.5], atol=0.2)
+    np.testing.assert_array_equal(
+        outcomes["frames"][2]["frames"],
+        extractors.create("frames", count=6, size=32).extract(clip)["frames"])
+    # A count nobody planned still works: it takes a second pass.
+    extra = media.Media(clip, frame_counts=[6]).frames(count=2, size=16)[0]
+    assert extra.shape == (2, 16, 16, 3)
 
 
 def test_a_decode_error_reaches_every_set_without_a_second_try(tmp_path, monkeypatch):

@@ -126,3 +126,19 @@ def test_workspace_remembers_index(tmp_path, monkeypatch):
     workspace.save_index(index)
     monkeypatch.setenv("GEMO_WORKDIR", str(tmp_path / "ws"))
     assert Workspace().load_index() == index
+
+
+def test_cli_names_a_folder_that_is_not_a_dataset_without_a_traceback(tmp_path):
+    from click.testing import CliRunner
+
+    from gemo.cli import cli
+
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "a.mp4").write_bytes(b"")
+    result = CliRunner().invoke(cli, ["extract", str(tmp_path / "clips"),
+                                      "--workdir", str(tmp_path / "work"), "--quiet"])
+    assert result.exit_code == 2, result.output
+    output = " ".join(result.output.split())  # rich wraps long lines
+    assert output.startswith("error:") and "no Train/, Val/ or Test/ folder" in output
+    assert "CSV manifest" in output
+    assert "Traceback" not in result.output

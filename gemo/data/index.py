@@ -19,6 +19,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from gemo.errors import GemoError
 from gemo.labels import CLASSES, parse_label
 
 SPLITS = ("train", "val", "test")
@@ -27,8 +28,9 @@ _SPLIT_DIRS = {"train": "Train", "val": "Val", "test": "Test"}
 _LABEL_FILE = re.compile(r"^(train|val|test)_labels?\.txt$", re.IGNORECASE)
 
 
-class DatasetError(ValueError):
-    """A dataset that cannot be indexed as given (bad label, duplicate id...)."""
+class DatasetError(GemoError, ValueError):
+    """A dataset that cannot be indexed as given (bad label, duplicate id...); the CLI
+    prints it as one line and exits 2."""
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,9 @@ def _index_vgaf(root):
                 stacklevel=3,
             )
     if not clips:
-        raise DatasetError(f"{root}: no Train/, Val/ or Test/ folder with video files")
+        raise DatasetError(f"{root}: no Train/, Val/ or Test/ folder with video files; for "
+                           "other layouts, list the clips in a CSV manifest with a "
+                           "path,split,label header")
     return clips
 
 

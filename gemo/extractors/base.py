@@ -51,6 +51,11 @@ class Extractor:
             return self.compute(media, inputs)
         return self.compute(media)
 
+    def frame_counts(self):
+        """The counts of evenly spaced video frames :meth:`compute` asks the media for, so that
+        one decoding pass picks them for every set of a clip (none by default)."""
+        return ()
+
     def load(self):
         """Import libraries and load networks now rather than on the first clip.
 

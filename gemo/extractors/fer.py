@@ -16,6 +16,7 @@ def _fer():
 @register
 class FER(Extractor):
     name = "fer"
+    version = 2  # 2: channels-last model, 64 faces per call (float rounding only)
     description = ("FER2013 mini-XCEPTION on the faces set's aligned crops: 7 expression "
                    "probabilities per face; per frame min/max/mean of each over faces + count")
     defaults = {}
@@ -43,7 +44,7 @@ class FER(Extractor):
         self.load()
         crops = faces["crops"]
         probs = fer.predict(self._model, [fer.fer_input_from_crop(c) for c in crops],
-                            batch_size=self.batch_size or 256)
+                            batch_size=self.batch_size)
         features = fer.frame_features(probs, faces["frame_index"], len(faces["counts"]))
         return {"probs": probs.astype(np.float32), "frame_index": faces["frame_index"],
                 "features": features}

@@ -11,6 +11,9 @@ class Frames(Extractor):
     defaults = {"count": 10, "size": 224}
     libraries = ("av",)
 
+    def frame_counts(self):
+        return (self.params["count"],)
+
     def compute(self, media):
         frames, timestamps = media.frames(count=self.params["count"], size=self.params["size"])
         return {"frames": frames, "timestamps": timestamps}

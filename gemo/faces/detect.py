@@ -94,9 +94,16 @@ class Detector:
         return {"name": self.name, "threshold": self.threshold, "min_face_size": self.min_face_size,
                 "max_side": self.max_side, "weights": self.sources}
 
-    def detect(self, images):
-        """One :class:`Faces` per image (``H x W x 3`` uint8 RGB), in the input order."""
+    def detect(self, images, *, scaled=None):
+        """One :class:`Faces` per image (``H x W x 3`` uint8 RGB), in the input order.
+
+        ``scaled`` may give the same images already scaled to ``max_side`` (the video
+        decoder does that faster than a resize here); detection then runs on them, and
+        the faces are still in the pixels of ``images``.
+        """
         images = [_check_image(image) for image in images]
+        if scaled is not None and len(scaled) != len(images):
+            raise GemoError(f"{len(scaled)} scaled images for {len(images)} images")
         self.load()
         results = [None] * len(images)
         by_shape = {}
@@ -111,7 +118,8 @@ class Detector:
             step = self.batch_size or len(indices)
             for start in range(0, len(indices), step):
                 chunk = indices[start:start + step]
-                batch = np.stack([_resize(images[i], size) for i in chunk])
+                batch = np.stack([_resize(images[i], size) if scaled is None
+                                  else _check_scaled(scaled[i], size) for i in chunk])
                 for i, found in zip(chunk, self._detect_batch(batch, min_size)):
                     results[i] = self._finish(*found, back)
         return results
@@ -147,6 +155,14 @@ def _check_image(image):
     return image
 
 
+def _check_scaled(image, size):
+    image = _check_image(image)
+    if (image.shape[1], image.shape[0]) != size:
+        raise GemoError(f"a scaled image is {image.shape[1]} x {image.shape[0]}, "
+                        f"not {size[0]} x {size[1]}")
+    return image
+
+
 def _resize(image, size):
     if (image.shape[1], image.shape[0]) == size:
         return image
@@ -168,39 +184,32 @@ class MTCNNDetector(Detector):
     parts = ("pnet", "rnet", "onet")
 
     def _load(self):
-        from facenet_pytorch import MTCNN  # slow import: only when a detector is used
+        # slow import (facenet-pytorch pulls in torchvision): first use only
+        from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
 
         folder = self.weights  # None: the usual places, then facenet-pytorch's own data folder
         if folder is not None and not os.path.isdir(folder):
             raise GemoError(f"MTCNN weights: {folder} is not a folder holding "
                             "pnet.pt, rnet.pt and onet.pt")
-        found = {part: weights_module.find(f"mtcnn.{part}", folder=folder) for part in self.parts}
-        self._mtcnn = MTCNN(keep_all=True, thresholds=[0.6, 0.7, min(0.7, self.threshold)],
-                            device=torch.device(self.device))
-        sources = []
-        for part, path in found.items():  # the verified files, even where facenet loaded its own
+        nets, sources = [], []
+        for part, Net in zip(self.parts, (PNet, RNet, ONet)):
+            path = weights_module.find(f"mtcnn.{part}", folder=folder)
             state, source = weights_module.load_file(path)
-            net = getattr(self._mtcnn, part)
+            net = Net(pretrained=False)
             weights_module.check_state_dict(state, net, source=str(path))
             net.load_state_dict(state)
+            # Channels-last makes the convolutions and poolings 1.7-2.5x faster on CPU;
+            # results change by float rounding only.
+            nets.append(net.eval().to(self.device, memory_format=torch.channels_last))
             sources.append(source)
-        # Channels-last weights make the convolutions and poolings 1.7-2.5x faster on CPU
-        # (R-Net on 4,000 candidates: 1.13 s -> 0.53 s); results change by float rounding.
-        self._mtcnn.eval().to(memory_format=torch.channels_last)
+        self._nets = tuple(nets)
         return sources
 
     def _detect_batch(self, batch, min_size):
-        none = (np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))
-        if min(batch.shape[1:3]) < min_size:  # no face fits; facenet-pytorch fails on these
-            return [none] * len(batch)
-        self._mtcnn.min_face_size = min_size
-        boxes, scores, points = self._mtcnn.detect(batch, landmarks=True)
-        # facenet-pytorch gives None for an image without faces, and object arrays under numpy 2.
-        return [
-            none if b is None
-            else (np.asarray(b, np.float64), np.asarray(s, np.float64), np.asarray(p, np.float64))
-            for b, s, p in zip(boxes, scores, points)
-        ]
+        from gemo.faces import mtcnn
+
+        thresholds = (*mtcnn.THRESHOLDS[:2], min(mtcnn.THRESHOLDS[2], self.threshold))
+        return mtcnn.detect(self._nets, batch, min_size=min_size, thresholds=thresholds)
 
 
 @_DETECTORS.register
