@@ -9,15 +9,16 @@ loses at most the clips in flight, and the next run redoes only those.
 """
 
 import ctypes
+import multiprocessing
 import os
 import threading
-import time
 import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from multiprocessing import get_context
+from multiprocessing import forkserver, get_context
+from multiprocessing.connection import wait as wait_for
 from pathlib import Path
 
 from gemo import extractors
@@ -317,19 +318,19 @@ def _crashed(wanted, message):
 _WORKER_EXTRACTORS = {}
 
 
-def _init_worker(parent, specs):
+def _init_worker(specs):
     """Pool worker set-up: one thread per library, exit when the parent dies, load the sets.
 
-    Several workers share the cores already; torch or BLAS threads on top would
-    fight over them. A killed run must leave no orphans. Loading the extractors
-    of ``specs`` now overlaps their imports with the main process's own set-up.
+    A killed run must leave no orphans: the worker waits on its parent's sentinel, which
+    closes when the parent dies, however it dies. Loading the extractors of ``specs`` now
+    overlaps their imports with the main process's own set-up.
     """
-    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[variable] = "1"  # read when torch and numpy's BLAS start their pools
+    import gemo.worker_setup  # noqa: F401  (before torch; a no-op where the server did it)
+
+    sentinel = multiprocessing.parent_process().sentinel
 
     def watch():
-        while os.getppid() == parent:
-            time.sleep(0.5)
+        wait_for([sentinel])
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True).start()
@@ -357,6 +358,22 @@ def _worker_extractors(specs):
     return chosen
 
 
+def _worker_context(modules):
+    """How pool workers start: forked from a fork server that imported ``modules`` once.
+
+    Importing torch, pyAudioAnalysis and openSMILE takes 7 s of one core; the server does it
+    once for all workers, and for pools rebuilt after a worker died. Never a plain fork of
+    this process, which may hold threads (progress bar) and open HDF5 files. Where there is
+    no fork server (Windows), workers are spawned and import for themselves.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return get_context("spawn")
+    context = get_context("forkserver")
+    # Effective when the server starts (the first pool of this process); later pools reuse it.
+    context.set_forkserver_preload(["gemo.worker_setup", "gemo.extraction", *modules])
+    return context
+
+
 def _specs(wanted):
     return [(e.name, e.params, e.device, e.batch_size) for e in wanted]
 
@@ -373,27 +390,45 @@ class _Pool:
     def __init__(self, workers, chosen=()):
         self.workers = workers
         self._specs = _specs(chosen)
+        self._modules = [module for extractor in chosen for module in extractor.modules]
         self._executor = None
 
     def __enter__(self):
         return self
 
     def start(self):
-        """Start the worker processes now (else on the first clip); they load the sets."""
+        """Start the worker processes now (else on the first clip); they load the sets.
+
+        With a fork server it returns at once: a worker's start waits for the server's
+        imports, which overlap with this process's own work meanwhile. Workers spawned
+        or forked from this process start before it returns, before any cache is open.
+        """
         if self.workers > 1 and self._executor is None:
-            self._executor = self._make()
-            for _ in range(self.workers):
-                self._executor.submit(int)  # under spawn, each task starts at most one worker
+            context = _worker_context(self._modules)
+            self._executor = executor = ProcessPoolExecutor(
+                self.workers, mp_context=context, initializer=_init_worker,
+                initargs=(self._specs,))
+
+            def launch():
+                try:
+                    for _ in range(self.workers):
+                        executor.submit(int)  # each task starts at most one worker (not fork)
+                except Exception:  # noqa: BLE001, S110  a pool that cannot start: run() meets it
+                    pass
+
+            if context.get_start_method() == "forkserver":
+                # Start the server now, before any cache is open: a process started while
+                # this one holds a locked HDF5 file keeps the lock until it execs. Workers
+                # fork from the server later, in the background; it holds no such file.
+                forkserver.ensure_running()
+                threading.Thread(target=launch, daemon=True).start()
+            else:
+                launch()
 
     def __exit__(self, exc_type, *rest):
         if self._executor is not None:
             # On Ctrl-C, do not wait for queued clips: their results would be thrown away.
             self._executor.shutdown(wait=exc_type is None, cancel_futures=True)
-
-    def _make(self):
-        # spawn, not fork: the parent may hold threads (progress bar) and library state.
-        return ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
-                                   initializer=_init_worker, initargs=(os.getpid(), self._specs))
 
     def run(self, tasks, caches):
         """Yield ``(clip, {set: outcome})`` for ``tasks`` of ``(clip, extractors)``.

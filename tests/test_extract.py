@@ -312,13 +312,11 @@ def test_cuda_without_a_gpu_stops_before_any_clip(tmp_path):
 @pytest.fixture
 def forked_pool(monkeypatch):
     """Pool workers forked from the test, so they know the extractors the test registers."""
-    from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
     from gemo import extraction
 
-    monkeypatch.setattr(extraction._Pool, "_make", lambda self: ProcessPoolExecutor(
-        self.workers, mp_context=get_context("fork")))
+    monkeypatch.setattr(extraction, "_worker_context", lambda modules: get_context("fork"))
 
 
 def test_a_clip_that_kills_its_worker_takes_no_other_clip_with_it(tmp_path, monkeypatch,
@@ -384,3 +382,14 @@ def test_a_set_whose_required_set_failed_records_upstream(tmp_path, monkeypatch,
         "kind": "upstream", "message": "source-test failed for this clip (decode: cannot open)"}}
     with FeatureCache(workspace.cache_path("derived-test")) as cache:
         np.testing.assert_array_equal(cache.read("good")["y"], [2.0, 2.0])
+
+
+def test_every_set_names_modules_that_import():
+    """Pool workers fork from a server that imports each set's ``modules``; the server skips
+    a name that fails to import, so a wrong name would only make workers slow to start."""
+    import importlib
+
+    assert {"pyaudio", "faces"} <= set(extractors.available())
+    for name in extractors.available():
+        for module in extractors.get(name).modules:
+            importlib.import_module(module)

@@ -12,8 +12,9 @@ class Extractor:
     Subclasses set ``name``, ``version`` (bump it whenever stored values
     change), ``description``, ``defaults`` (every parameter with its default;
     the stored parameters are these, so two caches built alike compare equal),
-    ``libraries`` (PyPI names whose versions are recorded) and implement
-    :meth:`compute`. Media problems raise :class:`gemo.data.media.MediaError`.
+    ``libraries`` (PyPI names whose versions are recorded), ``modules`` (the
+    slow Python modules :meth:`compute` imports, which pool workers import once,
+    before they fork) and implement :meth:`compute`. Media problems raise :class:`gemo.data.media.MediaError`.
     A set computed from another set's cache names it in ``requires``.
 
     ``device`` and ``batch_size`` say where and how many frames or faces a
@@ -26,6 +27,7 @@ class Extractor:
     description = ""
     defaults = {}
     libraries = ()
+    modules = ()  # e.g. ("opensmile",): imported once by the fork server of the pool workers
     requires = ()  # feature sets whose cached arrays extract() reads, e.g. ("faces",)
     uses_device = False  # True for sets that run networks: they honour device and batch_size
 

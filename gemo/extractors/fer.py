@@ -21,6 +21,7 @@ class FER(Extractor):
                    "probabilities per face; per frame min/max/mean of each over faces + count")
     defaults = {}
     libraries = ("torch", "h5py")
+    modules = ("gemo.faces.fer",)
     requires = ("faces",)
     uses_device = True
 

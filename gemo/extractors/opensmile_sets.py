@@ -11,6 +11,7 @@ class _OpenSmile(Extractor):
     feature_level = ""
     defaults = {"sample_rate": 16000}
     libraries = ("opensmile", "av")
+    modules = ("opensmile",)
 
     @property
     def _smile(self):

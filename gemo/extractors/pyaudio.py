@@ -14,6 +14,7 @@ class PyAudio(Extractor):
     description = "pyAudioAnalysis short-term features, 34 per 25 ms window, 10 ms step, mono 16 kHz"
     defaults = {"sample_rate": 16000, "window": 0.025, "step": 0.010}
     libraries = ("pyAudioAnalysis", "av", "scipy")
+    modules = ("pyAudioAnalysis.ShortTermFeatures",)
 
     def info(self):
         return {"feature_names": _feature_names()}
