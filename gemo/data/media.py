@@ -70,6 +70,9 @@ class Media:
                 self._kept[key] = decode()
             except MediaError as error:
                 self._kept[key] = error
+        return self._get(key)
+
+    def _get(self, key):
         kept = self._kept[key]
         if isinstance(kept, MediaError):
             raise MediaError(kept.kind, str(kept))
@@ -87,7 +90,7 @@ class Media:
                 found = dict.fromkeys(counts, error)
             for each, kept in found.items():
                 self._kept[("video", each, min_duration)] = kept
-        picked, times = self._once(key, None)
+        picked, times = self._get(key)
         return np.stack([_to_rgb(frame, size, max_side) for frame in picked]), times.copy()
 
     def audio(self, *, sample_rate=16000, min_duration=0.5):
