@@ -15,7 +15,8 @@ class Extractor:
     ``libraries`` (PyPI names whose versions are recorded), ``modules`` (the
     slow Python modules :meth:`compute` imports, which pool workers import once,
     before they fork) and implement :meth:`compute`. Media problems raise
-    :class:`gemo.data.media.MediaError`. A set computed from another set's cache names it in ``requires``.
+    :class:`gemo.data.media.MediaError`. A set computed from another set's
+    cache names it in ``requires``.
 
     ``device`` and ``batch_size`` say where and how many frames or faces a
     network takes at once; they change the speed, and the values only by float
