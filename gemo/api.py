@@ -11,7 +11,7 @@ from gemo.extraction import cache_summary, extract
 from gemo.workspace import Workspace
 
 __all__ = ["Workspace", "demo", "evaluate", "extract", "feature_sets", "fetch_weights", "fuse",
-           "info", "inspect", "synth", "train", "weight_files", "weights_path"]
+           "info", "inspect", "remove", "synth", "train", "trained", "weight_files", "weights_path"]
 
 
 def inspect(paths, **options):
@@ -71,6 +71,20 @@ def evaluate(**options):
     from gemo.evaluation import evaluate as run
 
     return run(**options)
+
+
+def trained(*, workspace):
+    """Every trained model and fusion of ``workspace``; see :func:`gemo.artifacts.describe`."""
+    from gemo import artifacts
+
+    return artifacts.describe(workspace)
+
+
+def remove(*, workspace, names):
+    """Delete trained models or fusions; returns the fusions left stale by it."""
+    from gemo import artifacts
+
+    return artifacts.remove(workspace, names)
 
 
 def demo(directory, **options):

@@ -210,8 +210,12 @@ def _literal(text):
 @click.argument("modality", type=click.Choice(["audio", "scene", "face"]))
 @click.option("--features", required=True, metavar="SET",
               help="Feature set to train on: pyaudio, egemaps or compare-lld (audio), frames (scene).")
-@click.option("--model", metavar="NAME", help="Model family (default by feature set: blstm-attention, "
-              "mlp, frame-cnn).")
+@click.option("--model", metavar="FAMILY", help="Model family (default by feature set: blstm-attention, "
+              "mlp, frame-cnn, face-lstm).")
+@click.option("--name", metavar="NAME", help="Name of the trained model (default "
+              "MODALITY-FEATURES-FAMILY, e.g. audio-pyaudio-blstm-attention).")
+@click.option("--overwrite", is_flag=True, help="Replace a model of that name trained with other "
+              "options (else refused).")
 @click.option("--backbone", metavar="NAME", help="frame-cnn backbone: small (default), resnet18, "
               "resnet50, vgg19.")
 @click.option("--pretrained", is_flag=True, help="Load ImageNet weights into the backbone (from "
@@ -232,8 +236,8 @@ def _literal(text):
               help="Model option, repeatable, e.g. -o hidden=32 -o input_size=112.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @workdir_option
-def train(modality, features, model, backbone, pretrained, weights, epochs, batch_size, lr, patience,
-          folds, seed, device, options, quiet, workdir):
+def train(modality, features, model, name, overwrite, backbone, pretrained, weights, epochs,
+          batch_size, lr, patience, folds, seed, device, options, quiet, workdir):
     """Train a MODALITY model on a cached feature set; write its checkpoint and per-clip scores.
 
     \b
@@ -241,10 +245,11 @@ def train(modality, features, model, backbone, pretrained, weights, epochs, batc
       gemo train audio --features pyaudio
       gemo train audio --features egemaps --epochs 100
       gemo train scene --features frames --backbone resnet18 --pretrained --device cuda
+      gemo train audio --features pyaudio --lr 3e-4 --name audio-pyaudio-slow
     """
     summary = api.train(
         workspace=api.Workspace(workdir), modality=modality, features=features, model=model,
-        backbone=backbone, pretrained=pretrained, weights=weights, epochs=epochs,
+        name=name, overwrite=overwrite, backbone=backbone, pretrained=pretrained, weights=weights, epochs=epochs,
         batch_size=batch_size, lr=lr, patience=patience, folds=folds, seed=seed, device=device,
         progress=not quiet, **_parse_options(options),
     )
@@ -258,10 +263,14 @@ def train(modality, features, model, backbone, pretrained, weights, epochs, batc
 @click.option("--inputs", type=click.Choice(["probs", "embeddings"]), default="probs",
               show_default=True, help="What the fuser sees; embeddings only with --method fc.")
 @click.option("--full-train", is_flag=True, help="Refit on train+val before predicting test (Pinto 2020).")
+@click.option("--name", metavar="NAME", help="Name of the fusion, starting with fusion- "
+              "(default fusion-METHOD, fusion-fc-embeddings).")
+@click.option("--overwrite", is_flag=True, help="Replace a fusion of that name fitted on other "
+              "models or settings (else refused).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @workdir_option
-def fuse(method, models, inputs, full_train, seed, quiet, workdir):
+def fuse(method, models, inputs, full_train, name, overwrite, seed, quiet, workdir):
     """Fuse the trained models' class probabilities at score level.
 
     The fuser learns from the out-of-fold train scores, never in-sample ones.
@@ -269,12 +278,14 @@ def fuse(method, models, inputs, full_train, seed, quiet, workdir):
     \b
     Examples:
       gemo fuse --method svm
-      gemo fuse --method weighted --models audio-pyaudio,scene-frames
+      gemo fuse --method weighted --models audio-pyaudio-blstm-attention,scene-frames-frame-cnn
       gemo fuse --method fc --inputs embeddings
+      gemo fuse --method svm --full-train --name fusion-svm-full
     """
     chosen = [m.strip() for m in models.split(",") if m.strip()] if models else None
-    summary = api.fuse(workspace=api.Workspace(workdir), method=method, models=chosen,
-                       full_train=full_train, seed=seed, inputs=inputs, progress=not quiet)
+    summary = api.fuse(workspace=api.Workspace(workdir), method=method, models=chosen, name=name,
+                       overwrite=overwrite, full_train=full_train, seed=seed, inputs=inputs,
+                       progress=not quiet)
     _print_summary(summary)
 
 
@@ -369,6 +380,48 @@ def inspect(files, as_json, draw, frames, detector, min_face_size, max_side, wei
                               f"{face['expression']} {face['expressions'][face['expression']]:.2f}")
     if any("error" in entry for entry in report):
         sys.exit(EXIT_FAILED_CLIPS)
+
+
+@cli.group("models")
+def models_group():
+    """Trained models and fusions of the workspace: list them, remove them.
+
+    \b
+    Examples:
+      gemo models list
+      gemo models remove audio-pyaudio-mlp fusion-svm
+    """
+
+
+@models_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@workdir_option
+def models_list(as_json, workdir):
+    """Every trained model and fusion: what it is made of, val accuracy, stale inputs."""
+    rows = api.trained(workspace=api.Workspace(workdir))
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    from rich.table import Table
+
+    table = Table("name", "made of", "val acc", "state")
+    for row in rows:
+        accuracy = "-" if row["val_accuracy"] is None else f"{100 * row['val_accuracy']:.1f}"
+        state = f"stale: {', '.join(row['stale_inputs'])} changed" if row["stale_inputs"] else "ok"
+        table.add_row(row["name"], row["made_of"], accuracy, state)
+    console.print(table)
+
+
+@models_group.command("remove")
+@click.argument("names", nargs=-1, required=True)
+@workdir_option
+def models_remove(names, workdir):
+    """Delete trained models or fusions NAMES (checkpoint, config and scores)."""
+    stale = api.remove(workspace=api.Workspace(workdir), names=list(names))
+    console.print(f"removed {', '.join(names)}")
+    if stale:
+        console.print(f"[yellow]note:[/] {', '.join(stale)} now lack an input: refit them with "
+                      "`gemo fuse` or remove them")
 
 
 @cli.group()

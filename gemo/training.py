@@ -26,6 +26,7 @@ import copy
 import json
 import os
 import random
+import shlex
 import time
 import warnings
 from contextlib import contextmanager, nullcontext
@@ -38,7 +39,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import gemo
-from gemo import models
+from gemo import artifacts, models
 from gemo.cache.store import FeatureCache
 from gemo.device import resolve_device
 from gemo.errors import GemoError
@@ -64,14 +65,16 @@ class Recipe:
     holdout: float = HOLDOUT
 
 
-def train(*, workspace, modality, features, model=None, backbone=None, pretrained=False,
-          weights=None, epochs=200, batch_size=None, lr=1e-3, patience=15, folds=5, seed=0,
-          device="auto", progress=True, **model_options):
-    """Train ``<modality>-<features>`` and write its model and scores; returns a summary dict.
+def train(*, workspace, modality, features, model=None, name=None, overwrite=False,
+          backbone=None, pretrained=False, weights=None, epochs=200, batch_size=None, lr=1e-3,
+          patience=15, folds=5, seed=0, device="auto", progress=True, **model_options):
+    """Train a model of ``modality`` on ``features``, write it and its scores; returns a summary.
 
     ``model`` picks the family (default by feature set: pyaudio/compare-lld ->
     blstm-attention, egemaps -> mlp, frames -> frame-cnn); ``backbone`` and any
     other keyword (``hidden=32``, ``input_size=64``...) are the family's options.
+    ``name`` defaults to ``<modality>-<features>-<family>``; a model of that name
+    trained with other options is refused unless ``overwrite`` (see :mod:`gemo.artifacts`).
     ``pretrained=True`` loads ImageNet weights into the backbone (searched as
     :mod:`gemo.weights` says; ``weights``, a known name, folder or file, implies it).
     ``batch_size`` None takes the family's default (128 for audio, 16 for frames).
@@ -81,7 +84,7 @@ def train(*, workspace, modality, features, model=None, backbone=None, pretraine
     workspace = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     if modality not in MODALITIES:
         raise GemoError(f"unknown modality {modality!r}; choose from {', '.join(MODALITIES)}")
-    name = f"{modality}-{features}"
+    _check_modality(modality, features)
     _check_positive(epochs=epochs, lr=lr, patience=patience)
     device = resolve_device(device)
     index = _load_index(workspace)
@@ -108,6 +111,12 @@ def train(*, workspace, modality, features, model=None, backbone=None, pretraine
         recipe = Recipe(epochs=int(epochs), lr=float(lr), patience=int(patience),
                         batch_size=int(batch_size or family.train_defaults.get("batch_size", 32)))
         _check_positive(batch_size=recipe.batch_size)
+        name = artifacts.check_name(name or f"{modality}-{features}-{family.name}")
+        request = {"modality": modality, "features": features, "model": family.name,
+                   "options": options, "recipe": asdict(recipe), "folds": int(folds),
+                   "seed": int(seed), "pretrained": bool(pretrained or weights is not None),
+                   "weights": None if weights is None else str(weights)}
+        artifacts.claim(workspace, name, request, overwrite=overwrite, what="model")
         feature_meta = {
             "set": features,
             "fingerprint": cache.fingerprint(),
@@ -153,6 +162,7 @@ def train(*, workspace, modality, features, model=None, backbone=None, pretraine
         "modality": modality, "features": features, "architecture": family.name,
         "fingerprint": feature_meta["fingerprint"], "folds": hyper["folds"],
         "train_rows": "out-of-fold (fold models)" if fold_of else "in-sample (final model)",
+        "fitted_on": ["train"], "embeddings": "final model, every row",
     })
     save_scores(workspace.scores_path(name), table)
     history = {"final": final.summary(with_curves=True), "folds": fold_histories}
@@ -177,7 +187,8 @@ def train(*, workspace, modality, features, model=None, backbone=None, pretraine
         "seconds": round(time.perf_counter() - started, 2),
     }
     _write_json(out / "config.json", {
-        "name": name, "modality": modality, "features": feature_meta,
+        "name": name, "request": artifacts.plain_json(request),
+        "command": _command(name, request), "modality": modality, "features": feature_meta,
         "architecture": family.name, "config": final.model.config, "hyperparameters": hyper,
         "training": training, "folds": fold_of, "summary": summary,
         "gemo_version": gemo.__version__, "torch_version": torch.__version__,
@@ -188,6 +199,10 @@ def train(*, workspace, modality, features, model=None, backbone=None, pretraine
 def _cross_fit(runner, *, name, clips, labelled, usable, fold_of, seed):
     """Fold models score their held-out source videos (oof=True); the final model, trained
     on every usable labelled train clip, scores the rest (val, test, unlabelled train).
+
+    Embeddings all come from the final model, train rows too: a fusion over embeddings
+    (Fusical's early fusion) must fit and predict in one encoder's space, and each fold
+    model has a space of its own (docs/training.md).
 
     Returns ``({clip id: (probs, embedding, oof)}, final result, fold summaries)``.
     """
@@ -200,7 +215,11 @@ def _cross_fit(runner, *, name, clips, labelled, usable, fold_of, seed):
         histories.append(result.summary())
         scores.update(runner.score(result, held, oof=True))
     final = runner.fit([c for c in labelled if c.id in usable], seed=seed, label=f"{name} final")
-    scores.update(runner.score(final, [c.id for c in clips if c.id not in scores], oof=False))
+    for clip_id, (probs, embedding, oof) in runner.score(final, [c.id for c in clips],
+                                                         oof=False).items():
+        if clip_id in scores:  # a fold model's probabilities, the final model's embedding
+            probs, oof = scores[clip_id][0], scores[clip_id][2]
+        scores[clip_id] = (probs, embedding, oof)
     return scores, final, histories
 
 
@@ -268,6 +287,34 @@ def check_features(expected, cache, *, name):
         + "\n  ".join(differences)
         + f"\nretrain it (`gemo train`) or re-extract {expected['set']} with the model's settings"
     )
+
+
+def _check_modality(modality, features):
+    """Refuse a feature set that describes another modality (``train audio --features frames``)."""
+    from gemo import extractors
+
+    if features in extractors.available():
+        describes = extractors.get(features).modality
+        if describes and describes != modality:
+            raise GemoError(f"feature set {features} describes {describes}, not {modality}: "
+                            f"`gemo train {describes} --features {features}`")
+
+
+def _command(name, request):
+    """The `gemo train` command line that makes this model again, for messages."""
+    recipe = request["recipe"]
+    words = ["gemo", "train", request["modality"], "--features", request["features"],
+             "--model", request["model"], "--name", name, "--epochs", recipe["epochs"],
+             "--batch-size", recipe["batch_size"], "--lr", recipe["lr"],
+             "--patience", recipe["patience"], "--folds", request["folds"],
+             "--seed", request["seed"]]
+    for key, value in sorted(request["options"].items()):
+        words += ["--backbone", value] if key == "backbone" else ["-o", f"{key}={value}"]
+    if request["weights"]:
+        words += ["--weights", request["weights"]]
+    elif request["pretrained"]:
+        words.append("--pretrained")
+    return " ".join(shlex.quote(str(word)) for word in words)
 
 
 def assign_folds(clips, *, folds, seed):

@@ -144,13 +144,24 @@ def test_prediction_codes_follow_vgaf(tmp_path):
     assert written == expected
 
 
-def test_missing_clip_counts_as_imputed(tmp_path):
+def test_a_clip_without_a_score_gets_no_label(tmp_path):
     ws, clips = make_workspace(tmp_path, models=(("scene", 0.7),))
-    kept = [c for c in clips if c.id != "25_1"]  # a val clip
+    kept = [c for c in clips if c.id not in ("25_1", "35_2")]  # a val clip, a test clip
     write_table(ws, "scene", kept, noisy_probs(kept, 0.7, 0))
-    result = evaluate(workspace=ws, split="val", progress=False, console=quiet())
-    assert result["models"]["scene"]["n_imputed"] == 1
-    assert result["models"]["scene"]["n"] == sum(c.split == "val" for c in clips)
+    console = quiet()
+    result = evaluate(workspace=ws, split="val", progress=False, console=console)
+    assert result["models"]["scene"]["n_unscored"] == 1
+    assert result["models"]["scene"]["n"] == sum(c.split == "val" for c in clips) - 1
+    assert result["unscored"]["scene"]["ids"] == ["25_1"]
+    assert "25_1" in console.file.getvalue() and "gemo extract" in console.file.getvalue()
+    predicted = (ws.reports_dir("val") / "predictions-scene.txt").read_text().split()
+    assert "25_1" not in predicted and "25_2" in predicted
+    # On the unlabelled test split it gets no label either: no line in the VGAF file.
+    result = evaluate(workspace=ws, split="test", progress=False, console=quiet())
+    lines = (ws.reports_dir("test") / "predictions-scene.txt").read_text().splitlines()
+    assert [line.split()[0] for line in lines[1:]] == sorted(
+        c.id for c in kept if c.split == "test")
+    assert result["unscored"]["scene"]["ids"] == ["35_2"]
 
 
 def test_ablation_has_one_row_per_left_out_model(tmp_path):
@@ -237,3 +248,56 @@ def test_same_inputs_same_report(tmp_path):
     fusion.fuse(workspace=ws, method="fc", seed=1, progress=False)
     second = evaluate(workspace=ws, split="val", progress=False, console=quiet())
     assert first["models"] == second["models"]
+
+
+def test_a_fusion_fitted_on_val_is_marked_in_table_json_and_plot(tmp_path, monkeypatch):
+    ws, _ = make_workspace(tmp_path)
+    fusion.fuse(workspace=ws, method="svm", full_train=True, progress=False)
+    titles = {}
+    from gemo.evaluation import api as evaluation_api
+
+    real = evaluation_api.save_confusion_png
+    monkeypatch.setattr(evaluation_api, "save_confusion_png",
+                        lambda path, confusion, *, title: titles.setdefault(path.name, title)
+                        and real(path, confusion, title=title))
+    console = quiet()
+    result = evaluate(workspace=ws, split="val", progress=False, console=console)
+    assert result["models"]["fusion-svm"]["fitted"] == "cross-fitted"
+    assert all(result["models"][name]["fitted"] is None for name in ("audio", "faces", "scene"))
+    saved = json.loads((ws.reports_dir("val") / "metrics.json").read_text())
+    assert saved["models"]["fusion-svm"]["fitted"] == "cross-fitted"
+    assert "fusion-svm (fitted)" in console.file.getvalue()
+    assert "held-out measure" in console.file.getvalue()
+    assert "fitted on val" in titles["confusion-fusion-svm.png"]
+    assert "fitted" not in titles["confusion-audio.png"]
+    # Without --full-train val is held out: no mark.
+    fusion.fuse(workspace=ws, method="svm", overwrite=True, progress=False)
+    result = evaluate(workspace=ws, split="val", progress=False, console=quiet())
+    assert result["models"]["fusion-svm"]["fitted"] is None
+
+
+def test_train_rows_scored_in_sample_are_marked_in_sample(tmp_path):
+    ws, clips = make_workspace(tmp_path, models=(("scene", 0.7),))
+    table = ScoreTable("audio", [c.id for c in clips], [c.split for c in clips],
+                       noisy_probs(clips, 0.9, 5), np.zeros(len(clips), bool))  # folds=0
+    save_scores(ws.scores_path("audio"), table)
+    result = evaluate(workspace=ws, split="train", progress=False, console=quiet())
+    assert result["models"]["audio"]["fitted"] == "in-sample"
+    assert result["models"]["scene"]["fitted"] == "cross-fitted"  # out-of-fold train rows
+
+
+def test_a_fusion_whose_inputs_changed_is_refused_until_refitted(tmp_path):
+    ws, clips = make_workspace(tmp_path)
+    fusion.fuse(workspace=ws, method="mean", progress=False)
+    write_table(ws, "audio", clips, noisy_probs(clips, 0.9, 7))  # audio retrained
+    console = quiet()
+    result = evaluate(workspace=ws, split="val", progress=False, console=console)
+    assert "fusion-mean" not in result["models"] and "fusion-mean" in result["refused"]
+    assert "audio" in result["refused"]["fusion-mean"]
+    assert "gemo fuse --method mean" in result["refused"]["fusion-mean"]
+    assert "refused" in console.file.getvalue()
+    with pytest.raises(GemoError, match="run `gemo fuse` first"):
+        evaluate(workspace=ws, split="val", ablate=True, progress=False, console=quiet())
+    fusion.fuse(workspace=ws, method="mean", progress=False)  # same request: a refit
+    result = evaluate(workspace=ws, split="val", progress=False, console=quiet())
+    assert "fusion-mean" in result["models"] and result["refused"] == {}

@@ -272,7 +272,7 @@ def test_same_seed_same_result(tmp_path):
     ws, _ = make_workspace(tmp_path)
     runs = []
     for seed in (3, 3, 4):
-        fusion.fuse(workspace=ws, method="fc", seed=seed, progress=False)
+        fusion.fuse(workspace=ws, method="fc", seed=seed, overwrite=True, progress=False)
         runs.append(load_scores(ws.scores_path("fusion-fc")).probs)
     assert np.array_equal(runs[0], runs[1])
     assert not np.array_equal(runs[0], runs[2])
@@ -299,3 +299,34 @@ def test_stale_table_split_is_an_error(tmp_path):
     write_table(ws, "scene", moved, complementary_probs(clips, 2, 2))
     with pytest.raises(GemoError, match="stale"):
         fusion.fuse(workspace=ws, method="mean", progress=False)
+
+
+def test_a_clip_no_model_scored_gets_no_fused_score(tmp_path):
+    ws, clips = make_workspace(tmp_path)
+    audio = [c for c in clips if c.id not in ("40_1", "44_1")]  # a val and a test clip
+    scene = [c for c in clips if c.id != "44_1"]
+    write_table(ws, "audio", audio, complementary_probs(audio, 0, 1))
+    write_table(ws, "scene", scene, complementary_probs(scene, 2, 2))
+    summary = fusion.fuse(workspace=ws, method="svm", models=["audio", "scene"], progress=False)
+    fused = fused_by_id(ws, "fusion-svm")
+    assert "44_1" not in fused and "40_1" in fused  # scene alone scored 40_1
+    assert summary["imputed"]["audio"]["val"] == 1
+
+
+def test_a_fusion_is_not_replaced_by_one_of_other_models_unless_asked(tmp_path):
+    ws, _ = make_workspace(tmp_path)
+    fusion.fuse(workspace=ws, method="mean", progress=False)
+    with pytest.raises(GemoError, match="already exists.*--overwrite.*--name"):
+        fusion.fuse(workspace=ws, method="mean", models=["audio"], progress=False)
+    kept = fusion.fuse(workspace=ws, method="mean", models=["audio"], name="fusion-mean-audio",
+                       progress=False)
+    assert kept["name"] == "fusion-mean-audio" and ws.scores_path("fusion-mean").exists()
+    replaced = fusion.fuse(workspace=ws, method="mean", models=["audio"], overwrite=True,
+                           progress=False)
+    config = json.loads((ws.model_dir("fusion-mean") / "config.json").read_text())
+    assert replaced["models"] == config["models"] == ["audio"]
+    assert config["command"].startswith("gemo fuse --method mean --models audio")
+    with pytest.raises(GemoError, match="start with 'fusion-'"):
+        fusion.fuse(workspace=ws, method="mean", name="mine", progress=False)
+    with pytest.raises(GemoError, match="not a usable name"):
+        fusion.fuse(workspace=ws, method="mean", name="fusion-../x", progress=False)

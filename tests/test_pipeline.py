@@ -35,7 +35,7 @@ def test_models_and_fusion_are_evaluated(trained, tmp_path):
     out = tmp_path / "m.json"
     text = _run("evaluate", "--split", "val", "--json", out, "--workdir", trained, "--quiet")
     metrics = json.loads(out.read_text())
-    assert set(metrics["models"]) == {"audio-pyaudio", "scene-frames", "fusion-svm"}
+    assert set(metrics["models"]) == {"audio-pyaudio-blstm-attention", "scene-frames-frame-cnn", "fusion-svm"}
     for name, entry in metrics["models"].items():
         assert name in text
         assert entry["n"] == 12
@@ -43,7 +43,7 @@ def test_models_and_fusion_are_evaluated(trained, tmp_path):
         assert np.sum(entry["confusion"]) == 12
         assert (Workspace(trained).reports_dir("val") / f"confusion-{name}.png").stat().st_size > 0
     # The planted sound is clear in 70% of clips: the audio model is far above chance (1/3).
-    assert metrics["models"]["audio-pyaudio"]["accuracy"] >= 0.6
+    assert metrics["models"]["audio-pyaudio-blstm-attention"]["accuracy"] >= 0.6
 
 
 def test_test_split_predictions_in_vgaf_format(trained):
@@ -57,10 +57,10 @@ def test_test_split_predictions_in_vgaf_format(trained):
 
 
 def test_same_seed_same_scores(trained):
-    before = load_scores(Workspace(trained).scores_path("audio-pyaudio"))
+    before = load_scores(Workspace(trained).scores_path("audio-pyaudio-blstm-attention"))
     _run("train", "audio", "--features", "pyaudio", "--workdir", trained, "--folds", 3,
          "--epochs", 40, "--patience", 8, "--quiet")
-    after = load_scores(Workspace(trained).scores_path("audio-pyaudio"))
+    after = load_scores(Workspace(trained).scores_path("audio-pyaudio-blstm-attention"))
     np.testing.assert_array_equal(before.ids, after.ids)
     np.testing.assert_array_equal(before.probs, after.probs)
 
@@ -72,4 +72,4 @@ def test_demo_fusion_beats_single_models(tmp_path):
 
     result = run_demo(tmp_path, progress=False)
     accuracy = {name: entry["accuracy"] for name, entry in result["models"].items()}
-    assert accuracy["fusion-svm"] >= max(accuracy["audio-pyaudio"], accuracy["scene-frames"])
+    assert accuracy["fusion-svm"] >= max(accuracy["audio-pyaudio-blstm-attention"], accuracy["scene-frames-frame-cnn"])

@@ -103,11 +103,11 @@ def audio(tmp_path_factory):
 
 def test_audio_model_learns_and_writes_every_output(audio):
     workspace, summary = audio
-    out = workspace.model_dir("audio-pyaudio")
+    out = workspace.model_dir("audio-pyaudio-blstm-attention")
     for name in ("model.pt", "config.json", "history.json", "curves.png"):
         assert (out / name).stat().st_size > 0
     assert summary["model"] == "blstm-attention" and summary["device"] == "cpu"
-    table = load_scores(workspace.scores_path("audio-pyaudio"))
+    table = load_scores(workspace.scores_path("audio-pyaudio-blstm-attention"))
     labels = _labels(workspace)
     assert sorted(table.ids) == sorted(labels)  # every clip of every split
     assert table.embeddings.shape == (len(labels), 128)
@@ -128,7 +128,7 @@ def test_audio_model_learns_and_writes_every_output(audio):
 
 def test_train_rows_are_out_of_fold_and_the_rest_from_the_final_model(audio):
     workspace, _ = audio
-    table = load_scores(workspace.scores_path("audio-pyaudio"))
+    table = load_scores(workspace.scores_path("audio-pyaudio-blstm-attention"))
     clips = workspace.load_index().by_id()
     for clip_id, split, oof in zip(table.ids, table.splits, table.oof, strict=True):
         labelled_train = split == "train" and clips[clip_id].label is not None
@@ -137,7 +137,7 @@ def test_train_rows_are_out_of_fold_and_the_rest_from_the_final_model(audio):
 
 def test_folds_keep_source_videos_together(audio):
     workspace, _ = audio
-    folds = json.loads((workspace.model_dir("audio-pyaudio") / "config.json").read_text())["folds"]
+    folds = json.loads((workspace.model_dir("audio-pyaudio-blstm-attention") / "config.json").read_text())["folds"]
     clips = workspace.load_index().by_id()
     by_group = {}
     for clip_id, fold in folds.items():
@@ -150,7 +150,7 @@ def test_folds_keep_source_videos_together(audio):
 
 def test_checkpoint_is_self_describing_and_predict_matches_training(audio):
     workspace, _ = audio
-    path = workspace.model_dir("audio-pyaudio") / "model.pt"
+    path = workspace.model_dir("audio-pyaudio-blstm-attention") / "model.pt"
     raw = torch.load(path, map_location="cpu", weights_only=True)
     with FeatureCache(workspace.cache_path("pyaudio")) as cache:
         assert raw["features"]["fingerprint"] == cache.fingerprint()
@@ -160,19 +160,19 @@ def test_checkpoint_is_self_describing_and_predict_matches_training(audio):
     assert set(raw["standardization"]) == {"mean", "std"}
     assert raw["features"]["params"] == AUDIO_PARAMS
     loaded = load_model(path)
-    assert loaded.name == "audio-pyaudio"
+    assert loaded.name == "audio-pyaudio-blstm-attention"
 
-    trained = load_scores(workspace.scores_path("audio-pyaudio"))
-    again = predict(workspace=workspace, name="audio-pyaudio", device="cpu")
+    trained = load_scores(workspace.scores_path("audio-pyaudio-blstm-attention"))
+    again = predict(workspace=workspace, name="audio-pyaudio-blstm-attention", device="cpu")
     final_rows = ~trained.oof
     assert list(again.ids) == list(trained.ids)
     np.testing.assert_allclose(again.probs[final_rows], trained.probs[final_rows], atol=1e-6)
     np.testing.assert_allclose(again.embeddings[final_rows], trained.embeddings[final_rows],
                                atol=1e-5)
-    some = predict(workspace=workspace, name="audio-pyaudio", ids=["1_1", trained.ids[-1]])
+    some = predict(workspace=workspace, name="audio-pyaudio-blstm-attention", ids=["1_1", trained.ids[-1]])
     assert list(some.ids) == ["1_1", trained.ids[-1]]
     with pytest.raises(GemoError, match="not in the pyaudio cache"):
-        predict(workspace=workspace, name="audio-pyaudio", ids=["nope"])
+        predict(workspace=workspace, name="audio-pyaudio-blstm-attention", ids=["nope"])
 
 
 def test_predict_refuses_a_cache_with_other_features(audio, tmp_path):
@@ -183,7 +183,7 @@ def test_predict_refuses_a_cache_with_other_features(audio, tmp_path):
     write_cache(workspace, "pyaudio", workspace.load_index().clips,
                 params={**AUDIO_PARAMS, "window": 0.05})
     with pytest.raises(GemoError) as error:
-        predict(workspace=workspace, name="audio-pyaudio")
+        predict(workspace=workspace, name="audio-pyaudio-blstm-attention")
     message = str(error.value)
     assert "trained on other pyaudio features" in message
     assert "window: model 0.025, cache 0.05" in message
@@ -195,7 +195,7 @@ def test_same_seed_gives_identical_probabilities(tmp_path):
         workspace = make_workspace(tmp_path / name)
         train(workspace=workspace, modality="audio", features="pyaudio", folds=2, seed=seed,
               epochs=6, patience=3, progress=False, device="cpu")
-        runs.append(load_scores(workspace.scores_path("audio-pyaudio")))
+        runs.append(load_scores(workspace.scores_path("audio-pyaudio-blstm-attention")))
     assert np.array_equal(runs[0].probs, runs[1].probs)
     assert np.array_equal(runs[0].embeddings, runs[1].embeddings)
     assert not np.array_equal(runs[0].probs, runs[2].probs)
@@ -231,8 +231,12 @@ def test_fold_models_never_see_their_own_rows(tmp_path, monkeypatch):
     assert held_out == labelled  # every labelled train clip scored once, out of fold
     final_seen, (_, final_scored, final_oof) = calls[6][1], calls[7]
     assert final_seen == labelled - {"2_1"} and not final_oof
-    assert final_scored == {c.id for c in clips} - labelled
+    # The final model scores every clip: its embeddings for all rows, its probabilities
+    # for the rows no fold model held out.
+    assert final_scored == {c.id for c in clips}
     assert all("2_1" not in seen for kind, seen, *_ in calls if kind == "fit")
+    table = load_scores(workspace.scores_path("audio-pyaudio-blstm-attention"))
+    assert {i for i, oof in zip(table.ids, table.oof) if oof} == labelled
 
 
 def test_nonfinite_clips_are_left_out_of_training_and_zero_filled_when_scored(tmp_path):
@@ -241,10 +245,10 @@ def test_nonfinite_clips_are_left_out_of_training_and_zero_filled_when_scored(tm
     summary = train(workspace=workspace, modality="audio", features="pyaudio", folds=2,
                     epochs=3, patience=2, progress=False, device="cpu")
     assert summary["n_dropped_nonfinite"] == 2
-    config = json.loads((workspace.model_dir("audio-pyaudio") / "config.json").read_text())
+    config = json.loads((workspace.model_dir("audio-pyaudio-blstm-attention") / "config.json").read_text())
     assert config["training"]["dropped_nonfinite"] == ["1_1", "3_2"]
     assert config["training"]["n_used"] == config["training"]["n_train_clips"] - 2
-    table = load_scores(workspace.scores_path("audio-pyaudio"))
+    table = load_scores(workspace.scores_path("audio-pyaudio-blstm-attention"))
     rows = {clip_id: i for i, clip_id in enumerate(table.ids)}
     assert workspace.load_index().by_id()["19_1"].split == "val"
     for clip_id in ("1_1", "3_2", "19_1"):
@@ -258,11 +262,11 @@ def test_scene_frames_model_learns(tmp_path):
     summary = train(workspace=workspace, modality="scene", features="frames", folds=2,
                     input_size=32, epochs=15, patience=5, lr=3e-3, progress=False, device="cpu")
     assert summary["model"] == "frame-cnn"
-    table = load_scores(workspace.scores_path("scene-frames"))
+    table = load_scores(workspace.scores_path("scene-frames-frame-cnn"))
     labels = _labels(workspace)
     assert _accuracy(table, labels, "val") >= 0.7
     assert table.embeddings.shape[1] == 256  # avg + max pooled, 128 channels each
-    config = json.loads((workspace.model_dir("scene-frames") / "config.json").read_text())
+    config = json.loads((workspace.model_dir("scene-frames-frame-cnn") / "config.json").read_text())
     assert config["config"]["input_size"] == 32 and config["hyperparameters"]["batch_size"] == 16
 
 
@@ -271,7 +275,7 @@ def test_egemaps_functionals_use_the_mlp(tmp_path):
     summary = train(workspace=workspace, modality="audio", features="egemaps", folds=0,
                     **FAST)
     assert summary["model"] == "mlp" and summary["oof_accuracy"] is None
-    table = load_scores(workspace.scores_path("audio-egemaps"))
+    table = load_scores(workspace.scores_path("audio-egemaps-mlp"))
     assert not table.oof.any() and table.attrs["train_rows"] == "in-sample (final model)"
     assert _accuracy(table, _labels(workspace), "val") >= 0.75
 
@@ -291,7 +295,7 @@ def test_pretrained_backbone_source_is_recorded(tmp_path, monkeypatch):
     train(workspace=workspace, modality="scene", features="frames", backbone="resnet18",
           pretrained=True, freeze=True, input_size=32, folds=0, epochs=1, patience=1,
           progress=False, device="cpu")
-    raw = torch.load(workspace.model_dir("scene-frames") / "model.pt", weights_only=True)
+    raw = torch.load(workspace.model_dir("scene-frames-frame-cnn") / "model.pt", weights_only=True)
     assert raw["hyperparameters"]["pretrained"] is True
     assert raw["training"]["pretrained_source"]["file"] == str(file)
     assert raw["config"]["backbone"] == "resnet18" and raw["config"]["freeze"] is True
@@ -325,6 +329,8 @@ def test_bad_requests_are_clear_errors(tmp_path):
         train(modality="audio", **{**base, "features": "egemaps"})
     with pytest.raises(GemoError, match="expects 1 dimensions"):
         train(modality="audio", model="mlp", **base)
+    with pytest.raises(GemoError, match="pyaudio describes audio, not face"):
+        train(modality="face", **base)
     if not torch.cuda.is_available():
         with pytest.raises(GemoError, match="no CUDA GPU"):
             train(modality="audio", **{**base, "device": "cuda"})
@@ -347,8 +353,8 @@ def test_holdout_and_folds_split_by_source_video():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_training_on_cuda(tmp_path):
     workspace = make_workspace(tmp_path, kinds=("pyaudio", "frames"))
-    for name, options in (("audio-pyaudio", {}), ("scene-frames", {"input_size": 32})):
-        modality, features = name.split("-")
+    for name, options in (("audio-pyaudio-blstm-attention", {}), ("scene-frames-frame-cnn", {"input_size": 32})):
+        modality, features = name.split("-")[:2]
         summary = train(workspace=workspace, modality=modality, features=features, folds=2,
                         **options, **{**FAST, "device": "auto"})
         assert summary["device"] == "cuda"
@@ -356,3 +362,75 @@ def test_training_on_cuda(tmp_path):
         on_cpu = predict(workspace=workspace, name=name, device="cpu")
         np.testing.assert_allclose(on_cpu.probs[~trained.oof], trained.probs[~trained.oof],
                                    atol=1e-4)
+
+
+def test_every_row_has_the_final_models_embedding(audio):
+    """One encoder for every row, so a fusion on embeddings fits and predicts in one space."""
+    workspace, _ = audio
+    table = load_scores(workspace.scores_path("audio-pyaudio-blstm-attention"))
+    final = predict(workspace=workspace, name="audio-pyaudio-blstm-attention", device="cpu")
+    np.testing.assert_allclose(table.embeddings, final.select(table.ids).embeddings, atol=1e-5)
+    assert table.oof.any() and not np.allclose(table.probs[table.oof],
+                                               final.select(table.ids).probs[table.oof])
+
+
+def test_a_model_is_not_replaced_by_one_trained_with_other_options_unless_asked(tmp_path):
+    import shlex
+
+    from click.testing import CliRunner
+
+    from gemo.cli import cli
+
+    workspace = make_workspace(tmp_path)
+    quick = {**FAST, "epochs": 3, "folds": 0, "workspace": workspace, "modality": "audio",
+             "features": "pyaudio"}
+    first = train(**quick)
+    assert first["name"] == "audio-pyaudio-blstm-attention"
+    train(**quick)  # the same options again retrain in place
+    with pytest.raises(GemoError, match=r"already exists.*recipe\.lr 0\.005 -> 0\.01.*--overwrite"):
+        train(**{**quick, "lr": 0.01})
+    kept = train(**{**quick, "lr": 0.01}, name="audio-pyaudio-fast")
+    assert workspace.scores_path("audio-pyaudio-fast").exists()
+    assert workspace.scores_path("audio-pyaudio-blstm-attention").exists()
+    train(**{**quick, "lr": 0.01}, overwrite=True)
+    config = json.loads((workspace.model_dir(first["name"]) / "config.json").read_text())
+    assert config["hyperparameters"]["lr"] == 0.01
+    # The recorded command makes the same model again, so it is accepted as is.
+    words = shlex.split(json.loads((workspace.model_dir(kept["name"]) / "config.json")
+                                   .read_text())["command"])
+    result = CliRunner().invoke(cli, words[1:] + ["--workdir", str(workspace.root), "--quiet",
+                                                  "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    with pytest.raises(GemoError, match="kept for fusions"):
+        train(**quick, name="fusion-mine")
+
+
+def test_a_feature_set_of_another_modality_is_refused(tmp_path):
+    workspace = make_workspace(tmp_path, kinds=("frames",))
+    with pytest.raises(GemoError, match="frames describes scene.*gemo train scene --features"):
+        train(workspace=workspace, modality="audio", features="frames", progress=False)
+
+
+def test_models_are_listed_and_removed_and_fusions_left_stale_say_so(tmp_path):
+    from gemo import api, fusion
+
+    workspace = make_workspace(tmp_path)
+    quick = {**FAST, "epochs": 3, "folds": 3, "workspace": workspace, "modality": "audio",
+             "features": "pyaudio"}
+    train(**quick)
+    train(**quick, name="audio-2", seed=1)
+    fusion.fuse(workspace=workspace, method="mean", progress=False)
+    rows = {row["name"]: row for row in api.trained(workspace=workspace)}
+    assert set(rows) == {"audio-2", "audio-pyaudio-blstm-attention", "fusion-mean"}
+    assert rows["fusion-mean"]["made_of"] == "mean of audio-2, audio-pyaudio-blstm-attention"
+    assert rows["audio-2"]["command"].startswith("gemo train audio --features pyaudio")
+    with pytest.raises(GemoError, match="no model or fusion named nope"):
+        api.remove(workspace=workspace, names=["nope"])
+    with pytest.raises(GemoError, match="not a usable name"):
+        api.remove(workspace=workspace, names=["../cache"])
+    assert api.remove(workspace=workspace, names=["audio-2"]) == ["fusion-mean"]
+    assert not workspace.scores_path("audio-2").exists()
+    assert not (workspace.root / "models" / "audio-2").exists()
+    assert workspace.cache_path("pyaudio").exists()
+    rows = {row["name"]: row for row in api.trained(workspace=workspace)}
+    assert rows["fusion-mean"]["stale_inputs"] == ["audio-2"]

@@ -8,8 +8,9 @@ written) and scored on the split.
 
 import json
 
+from gemo.artifacts import stale_inputs
 from gemo.errors import GemoError
-from gemo.fusion.api import run_fusion, stale_inputs
+from gemo.fusion.api import run_fusion
 
 
 def fusion_config(*, workspace, name):
@@ -60,6 +61,6 @@ def ablate(*, workspace, name, reference, ids, labels, score, status):
         "reference": reference,
         "rows": rows,
         # Inputs retrained since the fusion was fitted make the comparison unfair.
-        "stale_inputs": stale_inputs(workspace=workspace, config=config),
+        "stale_inputs": stale_inputs(workspace, config),
     }
 

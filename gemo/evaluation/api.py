@@ -6,9 +6,18 @@
 
 Writes under ``reports/<split>/``: ``metrics.json``, ``confusion-<model>.png``
 per model (labelled splits) and ``predictions-<model>.txt`` per model (every
-split; the VGAF submission / label-file format). A clip missing from a
-table is scored as uniform probabilities, i.e. predicted Positive (the first
-class), and counted in ``n_imputed``, so every model is judged on the same clips.
+split; the VGAF submission / label-file format).
+
+Honesty rules:
+
+* a clip a model never scored gets no label from it: it is left out of that
+  model's predictions and metrics, counted in ``n_unscored`` and named, with
+  the command that would score it;
+* a model or fusion evaluated on clips it was fitted on (train rows of a model
+  trained without folds, val rows of a ``--full-train`` fusion) is marked in
+  every table, JSON entry (``fitted``: ``in-sample`` or ``cross-fitted``) and plot;
+* a fusion whose input scores changed since it was fitted is stale: it is
+  refused (listed under ``refused``) until ``gemo fuse`` refits it.
 """
 
 import json
@@ -18,6 +27,7 @@ from contextlib import nullcontext
 import numpy as np
 from rich.console import Console
 
+from gemo import artifacts
 from gemo.data.index import SPLITS
 from gemo.errors import GemoError
 from gemo.evaluation.ablation import ablate as ablate_fusion
@@ -26,7 +36,7 @@ from gemo.evaluation.metrics import summarize
 from gemo.evaluation.plots import save_confusion_png
 from gemo.evaluation.predictions import write_predictions
 from gemo.evaluation.report import ablation_table, group_size_table, metrics_table
-from gemo.fusion.inputs import align, available_tables, is_fusion, load_tables
+from gemo.fusion.inputs import align, load_tables, oof_flags
 from gemo.labels import CLASSES
 
 BY = ("group-size",)
@@ -58,13 +68,16 @@ def evaluate(
     clips = workspace.load_index().split(split)
     if not clips:
         raise GemoError(f"the dataset index has no {split} clips")
-    names = available_tables(workspace=workspace)
+    names = artifacts.names(workspace)
     if not names:
-        raise GemoError(f"no score tables in {workspace.scores_dir}: run `gemo train` first")
+        raise GemoError("no trained model has scores in this workspace: run `gemo train` first")
+    refused = _stale_fusions(workspace, names)
+    names = [name for name in names if name not in refused]
     ids = [clip.id for clip in clips]
     labelled = np.array([clip.label is not None for clip in clips])
-    labels = np.array([clip.label for clip in clips if clip.label is not None], dtype=int)
-    fusions = [name for name in names if is_fusion(name)]
+    truth = np.array([-1 if clip.label is None else clip.label for clip in clips])
+    labels = truth[labelled]
+    fusions = [name for name in names if artifacts.is_fusion(name)]
     if (ablate or by) and not labelled.any():
         raise GemoError(f"{split} clips have no labels: ablation and breakdowns need labels")
     if ablate and not fusions:
@@ -80,27 +93,39 @@ def evaluate(
         "n_labelled": int(labelled.sum()),
         "models": {},
         "predictions": {},
+        "unscored": {},
+        "refused": refused,
     }
+    for name, reason in refused.items():
+        console.print(f"[yellow]refused:[/] {name}: {reason}")
     predicted = {}
     for name, table in load_tables(workspace=workspace, names=names).items():
-        classes, missing = _predict(table, ids)
-        predicted[name] = classes[labelled]
-        path = write_predictions(reports / f"predictions-{name}.txt", ids, classes)
+        classes, scored = _predict(table, ids)
+        predicted[name] = classes[labelled]  # -1 where unscored
+        path = write_predictions(reports / f"predictions-{name}.txt",
+                                 [i for i, keep in zip(ids, scored) if keep], classes[scored])
         result["predictions"][name] = str(path)
-        if labelled.any():
-            metrics = summarize(labels, classes[labelled])
+        if not scored.all():
+            result["unscored"][name] = _unscored(workspace, name, ids, scored, console)
+        rows = labelled & scored
+        if rows.any():
+            metrics = summarize(truth[rows], classes[rows])
+            fitted = fit_mark(table, split, [i for i, keep in zip(ids, rows) if keep])
+            mark = f"; fitted on {split}: {fitted}" if fitted else ""
             png = save_confusion_png(
                 reports / f"confusion-{name}.png",
                 metrics["confusion"],
-                title=f"{name} on {split} (acc {100 * metrics['accuracy']:.1f}%, n={metrics['n']})",
+                title=f"{name} on {split} (acc {100 * metrics['accuracy']:.1f}%, "
+                      f"n={metrics['n']}{mark})",
             )
             result["models"][name] = {
                 **metrics,
-                "n_imputed": int(missing[labelled].sum()),
+                "n_unscored": int((labelled & ~scored).sum()),
+                "fitted": fitted,
                 "confusion_png": str(png),
             }
 
-    if labelled.any():
+    if result["models"]:
         console.print(metrics_table(result["models"], title=f"{split}: {labelled.sum()} labelled clips"))
     else:
         console.print(f"{split} has no labels: wrote predictions in the VGAF label format:")
@@ -111,7 +136,7 @@ def evaluate(
         status = (lambda message: console.status(message)) if progress else (lambda message: nullcontext())
         result["ablation"] = {}
         for name in fusions:
-            score = lambda table: summarize(labels, _predict(table, labelled_ids)[0])  # noqa: E731
+            score = lambda table: _scored_metrics(table, labelled_ids, labels)  # noqa: E731
             entry = ablate_fusion(
                 workspace=workspace,
                 name=name,
@@ -141,9 +166,51 @@ def evaluate(
 
 
 def _predict(table, ids):
-    """Argmax class of ``table`` for ``ids``, and which ids it lacked (scored as uniform)."""
+    """Argmax class of ``table`` for ``ids`` (-1 where it has no score), and which it scored."""
     probs, missing = align({table.model: table}, ids)
-    return probs.argmax(axis=1), missing[:, 0]
+    scored = ~missing[:, 0]
+    return np.where(scored, probs.argmax(axis=1), -1), scored
+
+
+def _scored_metrics(table, ids, labels):
+    classes, scored = _predict(table, ids)
+    return summarize(labels[scored], classes[scored])
+
+
+def fit_mark(table, split, ids):
+    """How ``table`` saw the clips ``ids`` of ``split``: None (held out), ``"in-sample"``
+    (scored by a model fitted on them) or ``"cross-fitted"`` (fitted on the split, each
+    clip scored by a fold fit without it)."""
+    fitted_on = table.attrs.get("fitted_on")
+    if fitted_on is None:  # tables written before gemo recorded it
+        fitted_on = ["train", "val"] if table.attrs.get("full_train") else ["train"]
+    if split not in fitted_on or not ids:
+        return None
+    return "cross-fitted" if oof_flags(table, ids).all() else "in-sample"
+
+
+def _stale_fusions(workspace, names):
+    """``{fusion: reason}`` for fusions whose input scores changed since they were fitted."""
+    refused = {}
+    for name in names:
+        config = artifacts.read_config(workspace, name) if artifacts.is_fusion(name) else None
+        stale = artifacts.stale_inputs(workspace, config) if config else []
+        if stale:
+            refused[name] = (f"its input(s) {', '.join(stale)} changed or went since it was "
+                             f"fitted; refit it: {config.get('command') or 'gemo fuse'}")
+    return refused
+
+
+def _unscored(workspace, name, ids, scored, console):
+    """Name the clips ``name`` did not score and say how to score them."""
+    missing = [clip_id for clip_id, keep in zip(ids, scored) if not keep]
+    command = (artifacts.read_config(workspace, name) or {}).get("command")
+    how = (f"extract them (`gemo extract`), then rerun `{command}`" if command
+           else "extract them (`gemo extract`) and retrain the model")
+    console.print(f"[yellow]unscored:[/] {name} has no score for {len(missing)} clip(s) "
+                  f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); they get no "
+                  f"label from it: {how}")
+    return {"n": len(missing), "ids": missing, "how": how}
 
 
 def _by_group_size(ids, labels, predicted, sizes):
@@ -156,11 +223,10 @@ def _by_group_size(ids, labels, predicted, sizes):
     }
     for b in BUCKETS:
         rows = names == b
-        out["buckets"][b] = (
-            {model: summarize(labels[rows], classes[rows]) for model, classes in predicted.items()}
-            if rows.any()
-            else {}
-        )
+        out["buckets"][b] = {
+            model: summarize(labels[rows & (classes >= 0)], classes[rows & (classes >= 0)])
+            for model, classes in predicted.items() if (rows & (classes >= 0)).any()
+        }
     return out
 
 

@@ -10,22 +10,33 @@ def percent(value):
     return "-" if value is None else f"{100 * value:.1f}"
 
 
+FITTED_MARK = " (fitted)"
+
+
 def metrics_table(models, *, title):
-    """One row per score table: n, accuracy, UAR, macro-F1, per-class accuracy, imputed clips."""
-    table = Table(title=title, caption=f"per-class accuracy: {', '.join(CLASSES)}; "
-                  "imp.: clips without this model's score")
+    """One row per score table: n, accuracy, UAR, macro-F1, per-class accuracy, unscored clips.
+
+    A model evaluated on clips it was fitted on is marked ``(fitted)`` after its name.
+    """
+    caption = (f"per-class accuracy: {', '.join(CLASSES)}; unsc.: clips this model has no "
+               "score for (left out)")
+    if any(entry.get("fitted") for entry in models.values()):
+        caption += (f";{FITTED_MARK}: fitted on these clips ("
+                    + ", ".join(sorted({e['fitted'] for e in models.values() if e.get('fitted')}))
+                    + "), not a held-out measure")
+    table = Table(title=title, caption=caption)
     table.add_column("model", no_wrap=True)
-    for column in ("n", "acc %", "UAR %", "F1 %", *(f"{name[:3]} %" for name in CLASSES), "imp."):
+    for column in ("n", "acc %", "UAR %", "F1 %", *(f"{name[:3]} %" for name in CLASSES), "unsc."):
         table.add_column(column, justify="right", no_wrap=True)
     for name, entry in models.items():
         table.add_row(
-            name,
+            name + (FITTED_MARK if entry.get("fitted") else ""),
             str(entry["n"]),
             percent(entry["accuracy"]),
             percent(entry["uar"]),
             percent(entry["f1"]["macro"]),
             *(percent(entry["per_class"][c]) for c in CLASSES),
-            str(entry["n_imputed"]),
+            str(entry["n_unscored"]),
         )
     return table
 

@@ -16,7 +16,7 @@ class Extractor:
     slow Python modules :meth:`compute` imports, which pool workers import once,
     before they fork) and implement :meth:`compute`. Media problems raise
     :class:`gemo.data.media.MediaError`. A set computed from another set's
-    cache names it in ``requires``.
+    cache names it in ``requires``; ``modality`` says which models it feeds.
 
     ``device`` and ``batch_size`` say where and how many frames or faces a
     network takes at once; they change the speed, and the values only by float
@@ -30,6 +30,7 @@ class Extractor:
     libraries = ()
     modules = ()  # e.g. ("opensmile",): imported once by the fork server of the pool workers
     requires = ()  # feature sets whose cached arrays extract() reads, e.g. ("faces",)
+    modality = ""  # the `gemo train` modality its features describe (audio, scene, face); "" any
     uses_device = False  # True for sets that run networks: they honour device and batch_size
 
     def __init__(self, *, device="auto", batch_size=0, **params):

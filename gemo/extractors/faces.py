@@ -28,6 +28,7 @@ class Faces(Extractor):
     defaults = {"count": 5, "detector": "mtcnn", "min_face_size": 40, "max_side": 640,
                 "max_faces": 16, "crop_size": 112}
     libraries = ("av", "torch", "facenet-pytorch", "pillow")
+    modality = "face"
     modules = ("gemo.faces.mtcnn", "gemo.faces.detect", "facenet_pytorch.models.mtcnn")
     uses_device = True
 

@@ -23,6 +23,7 @@ class FER(Extractor):
     libraries = ("torch", "h5py")
     modules = ("gemo.faces.fer",)
     requires = ("faces",)
+    modality = "face"
     uses_device = True
 
     def __init__(self, **params):

@@ -10,6 +10,7 @@ class Frames(Extractor):
     description = "K frames evenly spaced in time, squashed to size x size, uint8 RGB"
     defaults = {"count": 10, "size": 224}
     libraries = ("av",)
+    modality = "scene"
 
     def frame_counts(self):
         return (self.params["count"],)

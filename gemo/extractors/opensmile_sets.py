@@ -12,6 +12,7 @@ class _OpenSmile(Extractor):
     defaults = {"sample_rate": 16000}
     libraries = ("opensmile", "av")
     modules = ("opensmile",)
+    modality = "audio"
 
     @property
     def _smile(self):

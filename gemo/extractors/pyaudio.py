@@ -15,6 +15,7 @@ class PyAudio(Extractor):
     defaults = {"sample_rate": 16000, "window": 0.025, "step": 0.010}
     libraries = ("pyAudioAnalysis", "av", "scipy")
     modules = ("pyAudioAnalysis.ShortTermFeatures",)
+    modality = "audio"
 
     def info(self):
         return {"feature_names": _feature_names()}

@@ -31,12 +31,13 @@ from rich.console import Console
 from sklearn.base import clone
 
 import gemo
+from gemo import artifacts
 from gemo.cache import fingerprint_file
 from gemo.data.index import SPLITS
 from gemo.errors import GemoError
 from gemo.fusion.base import N_CLASSES, create, get
 from gemo.fusion.folds import grouped_folds
-from gemo.fusion.inputs import FUSION_PREFIX, align, available_tables, load_tables, oof_flags
+from gemo.fusion.inputs import align, load_tables, oof_flags
 from gemo.scores import ScoreTable, save_scores
 
 INPUTS = ("probs", "embeddings")
@@ -56,18 +57,26 @@ class FusionResult:
 
 def fusion_name(method, inputs="probs"):
     """Score-table / model-dir name of a fusion: ``fusion-svm``, ``fusion-fc-embeddings``."""
-    return f"{FUSION_PREFIX}{method}" + ("" if inputs == "probs" else f"-{inputs}")
+    return f"{artifacts.FUSION_PREFIX}{method}" + ("" if inputs == "probs" else f"-{inputs}")
 
 
 def fuse(
-    *, workspace, method="svm", models=None, full_train=False, seed=0, inputs="probs", progress=True
+    *, workspace, method="svm", models=None, name=None, overwrite=False, full_train=False, seed=0,
+    inputs="probs", progress=True
 ):
     """Fit ``method`` on the scores of ``models`` (default: every non-fusion table) and save it.
 
     Writes ``models/<name>/fuser.joblib`` and ``config.json`` and
-    ``scores/<name>.h5`` where ``name`` is :func:`fusion_name`; returns the
-    summary dict (best params, CV accuracy, models, imputed clips, paths).
+    ``scores/<name>.h5``; ``name`` defaults to :func:`fusion_name`. A fusion of
+    that name fitted on other models or settings is refused unless ``overwrite``
+    (see :mod:`gemo.artifacts`). Returns the summary dict (best params, CV
+    accuracy, models, imputed clips, paths).
     """
+    models = input_models(workspace, models)
+    name = artifacts.check_name(name or fusion_name(method, inputs), fusion=True)
+    request = {"method": method, "inputs": inputs, "models": models,
+               "full_train": bool(full_train), "seed": seed}
+    artifacts.claim(workspace, name, request, overwrite=overwrite, what="fusion")
     result = run_fusion(
         workspace=workspace,
         method=method,
@@ -76,7 +85,12 @@ def fuse(
         seed=seed,
         inputs=inputs,
         progress=progress,
+        name=name,
     )
+    result.config["request"] = artifacts.plain_json(request)
+    result.config["command"] = " ".join(
+        ["gemo", "fuse", "--method", method, "--models", ",".join(models), "--name", name,
+         "--inputs", inputs, "--seed", str(seed)] + (["--full-train"] if full_train else []))
     model_dir = workspace.model_dir(result.name)
     fuser_path = model_dir / "fuser.joblib"
     _atomic(fuser_path, lambda tmp: joblib.dump(result.fuser, tmp))
@@ -102,9 +116,11 @@ def run_fusion(
     inputs="probs",
     progress=False,
     console=None,
+    name=None,
 ):
-    """Fit a fusion and score every indexed clip without writing anything: a :class:`FusionResult`.
+    """Fit a fusion and score the indexed clips without writing anything: a :class:`FusionResult`.
 
+    A clip that none of ``models`` scored gets no fused score either (no row).
     :func:`fuse` saves its result; ablation refits through it with a model left out.
     """
     if inputs not in INPUTS:
@@ -115,24 +131,19 @@ def run_fusion(
             f"fusion {method} works on {', '.join(cls.inputs)}, not {inputs}; "
             "fuse embeddings with --method fc"
         )
-    if models is None:
-        models = available_tables(workspace=workspace, include_fusion=False)
-        if not models:
-            raise GemoError(f"no score tables in {workspace.scores_dir}: run `gemo train` first")
-    models = list(dict.fromkeys(models))
-    if not models:
-        raise GemoError("fusion needs at least one model")
-    fusions = [name for name in models if name.startswith(FUSION_PREFIX)]
-    if fusions:
-        raise GemoError(f"cannot fuse fusion outputs ({', '.join(fusions)}); name trained models")
+    models = input_models(workspace, models)
     tables = load_tables(workspace=workspace, names=models)
 
     clips = workspace.load_index().clips
+    X, missing = align(tables, [clip.id for clip in clips], field=inputs,
+                       splits=np.array([clip.split for clip in clips]))
+    scored = ~missing.all(axis=1)
+    clips = [clip for clip, keep in zip(clips, scored) if keep]
+    X, missing = X[scored], missing[scored]
     ids = [clip.id for clip in clips]
     splits = np.array([clip.split for clip in clips])
     labels = np.array([-1 if clip.label is None else clip.label for clip in clips])
     groups = np.array([clip.group for clip in clips])
-    X, missing = align(tables, ids, field=inputs, splits=splits)
 
     train = (splits == "train") & (labels >= 0)
     _require_labels(labels[train], "train")
@@ -152,7 +163,7 @@ def run_fusion(
     probs = final.predict_proba(X)
     probs[fit_rows] = cross_fitted
     oof = fit_rows | (splits == "train")
-    name = fusion_name(method, inputs)
+    name = name or fusion_name(method, inputs)
 
     fitted_on = "train+val" if full_train else "train"
     imputed = {
@@ -212,6 +223,7 @@ def run_fusion(
             **{key: summary[key] for key in ("method", "inputs", "models", "full_train", "seed")},
             "best_params": summary["best_params"],
             "modality": "fusion",
+            "fitted_on": ["train", "val"] if full_train else ["train"],
             "imputed": imputed,
             "cv_accuracy": cv_accuracy,
         },
@@ -219,18 +231,24 @@ def run_fusion(
     return FusionResult(name, final, table, summary, config)
 
 
-def stale_inputs(*, workspace, config):
-    """Input tables changed or gone since the fusion described by ``config`` was fitted."""
-    stale = []
-    for model, recorded in config.get("score_tables", {}).items():
-        path = workspace.scores_path(model)
-        if not path.exists():
-            stale.append(model)
-        else:
-            current = fingerprint_file(path, previous=recorded["fingerprint"])
-            if current["sha256"] != recorded["fingerprint"]["sha256"]:
-                stale.append(model)
-    return stale
+def input_models(workspace, models=None):
+    """The trained models a fusion takes: ``models`` checked, or every model with scores."""
+    known = artifacts.names(workspace)
+    if models is None:
+        models = [name for name in known if not artifacts.is_fusion(name)]
+        if not models:
+            raise GemoError("no trained model has scores in this workspace: run `gemo train` first")
+    models = list(dict.fromkeys(models))
+    if not models:
+        raise GemoError("fusion needs at least one model")
+    fusions = [name for name in models if artifacts.is_fusion(name)]
+    if fusions:
+        raise GemoError(f"cannot fuse fusion outputs ({', '.join(fusions)}); name trained models")
+    unknown = [name for name in models if name not in known]
+    if unknown:
+        raise GemoError(f"no score table for {', '.join(unknown)}; available: "
+                        f"{', '.join(known) or 'none (run `gemo train` first)'}")
+    return models
 
 
 def _cross_fit(fuser, X, labels, groups, rows, seed):

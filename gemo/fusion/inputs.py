@@ -12,35 +12,19 @@ model's table (its extraction or training failed) gets uniform probabilities
 
 import numpy as np
 
+from gemo import artifacts
 from gemo.errors import GemoError
 from gemo.labels import CLASSES
 from gemo.scores import load_scores
 
-FUSION_PREFIX = "fusion-"
-
-
-def is_fusion(name):
-    """Whether a score table name is a fusion output (``fusion-<method>``)."""
-    return name.startswith(FUSION_PREFIX)
-
-
-def available_tables(*, workspace, include_fusion=True):
-    """Names of the score tables in ``scores/``: models first, then fusions, each sorted."""
-    names = sorted(path.stem for path in workspace.scores_dir.glob("*.h5"))
-    models = [name for name in names if not is_fusion(name)]
-    fusions = [name for name in names if is_fusion(name)]
-    return models + fusions if include_fusion else models
-
 
 def load_tables(*, workspace, names):
     """``{name: ScoreTable}`` for ``names``; a clear error lists what is available."""
-    known = available_tables(workspace=workspace)
+    known = artifacts.names(workspace)
     unknown = [name for name in names if name not in known]
     if unknown:
-        raise GemoError(
-            f"no score table for {', '.join(unknown)} in {workspace.scores_dir}; "
-            f"available: {', '.join(known) or 'none (run `gemo train` first)'}"
-        )
+        raise GemoError(f"no score table for {', '.join(unknown)}; available: "
+                        f"{', '.join(known) or 'none (run `gemo train` first)'}")
     return {name: load_scores(workspace.scores_path(name)) for name in names}
 
 
