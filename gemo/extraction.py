@@ -11,6 +11,8 @@ loses at most the clips in flight, and the next run redoes only those.
 import ctypes
 import multiprocessing
 import os
+import signal
+import sys
 import threading
 import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -316,6 +318,7 @@ def _crashed(wanted, message):
 
 
 _WORKER_EXTRACTORS = {}
+_START_ERROR = None  # why this worker could not load its sets, reported on each of its clips
 
 
 def _init_worker(specs):
@@ -323,8 +326,10 @@ def _init_worker(specs):
 
     A killed run must leave no orphans: the worker waits on its parent's sentinel, which
     closes when the parent dies, however it dies. Loading the extractors of ``specs`` now
-    overlaps their imports with the main process's own set-up.
+    overlaps their imports with the main process's own set-up. A worker that cannot build
+    them stays up to say why on each clip: one that exits is only known to have died.
     """
+    global _START_ERROR
     import gemo.worker_setup  # noqa: F401  (before torch; a no-op where the server did it)
 
     sentinel = multiprocessing.parent_process().sentinel
@@ -334,7 +339,12 @@ def _init_worker(specs):
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True).start()
-    for extractor in _worker_extractors(specs):
+    try:
+        chosen = _worker_extractors(specs)
+    except Exception as error:  # noqa: BLE001  e.g. a set registered in the main process only
+        _START_ERROR = f"{type(error).__name__}: {error}"
+        return
+    for extractor in chosen:
         try:
             extractor.load()
         except Exception:  # noqa: BLE001  the same error is recorded per clip, where it is clear
@@ -343,6 +353,9 @@ def _init_worker(specs):
 
 def _worker_run(specs, path, inputs):
     """:func:`run_clip` in a worker; ``specs`` are ``(name, params, device, batch_size)``."""
+    if _START_ERROR is not None:
+        failed = ("failed", {}, ("crash", f"the worker process could not start: {_START_ERROR}"))
+        return {name: failed for name, *_ in specs}
     return run_clip(_worker_extractors(specs), path, inputs)
 
 
@@ -364,14 +377,59 @@ def _worker_context(modules):
     Importing torch, pyAudioAnalysis and openSMILE takes 7 s of one core; the server does it
     once for all workers, and for pools rebuilt after a worker died. Never a plain fork of
     this process, which may hold threads (progress bar) and open HDF5 files. Where there is
-    no fork server (Windows), workers are spawned and import for themselves.
+    no fork server (Windows), or it cannot be kept off the current directory (Python 3.10,
+    see :func:`_start_fork_server`), workers are spawned and import for themselves.
     """
-    if "forkserver" not in multiprocessing.get_all_start_methods():
+    if "forkserver" not in multiprocessing.get_all_start_methods() or sys.version_info < (3, 11):
         return get_context("spawn")
     context = get_context("forkserver")
     # Effective when the server starts (the first pool of this process); later pools reuse it.
     context.set_forkserver_preload(["gemo.worker_setup", "gemo.extraction", *modules])
     return context
+
+
+def _start_fork_server():
+    """Start the fork server (if not running) with this process's module path.
+
+    multiprocessing runs the server as ``python -c``, whose path begins with the current
+    directory, and gives it nothing of this process's path. Run from a directory holding a
+    folder named gemo (a clone in ~/gemo, run from ~), the server imported that folder as
+    gemo, and every worker forked from it died at start-up. PYTHONSAFEPATH (Python 3.11)
+    keeps the current directory off; PYTHONPATH puts this process's path first, so the
+    server imports each module from where this process does. The server and its workers keep
+    both variables; this process gets its own back.
+    """
+    saved = {name: os.environ.get(name) for name in ("PYTHONPATH", "PYTHONSAFEPATH")}
+    path = [os.fspath(entry) or os.getcwd() for entry in sys.path]  # "": the current directory
+    os.environ["PYTHONPATH"] = os.pathsep.join(path)
+    os.environ["PYTHONSAFEPATH"] = "1"
+    try:
+        forkserver.ensure_running()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
+
+
+def _death(exitcodes):
+    """How the workers of a broken pool died, e.g. ``"killed by signal SIGKILL"``; or None.
+
+    The pool terminates (SIGTERM) the workers left once one died: those are not the cause.
+    """
+    causes = dict.fromkeys(_exit_cause(code) for code in exitcodes
+                           if code is not None and code != -signal.SIGTERM)
+    return ", ".join(causes) or None
+
+
+def _exit_cause(code):
+    if code >= 0:
+        return f"exit code {code}"
+    try:
+        return f"killed by signal {signal.Signals(-code).name}"
+    except ValueError:  # a real-time signal: no name
+        return f"killed by signal {-code}"
 
 
 def _specs(wanted):
@@ -420,7 +478,7 @@ class _Pool:
                 # Start the server now, before any cache is open: a process started while
                 # this one holds a locked HDF5 file keeps the lock until it execs. Workers
                 # fork from the server later, in the background; it holds no such file.
-                forkserver.ensure_running()
+                _start_fork_server()
                 threading.Thread(target=launch, daemon=True).start()
             else:
                 launch()
@@ -468,12 +526,20 @@ class _Pool:
             if died or broken:  # the pool is broken: every clip in flight went down with it
                 died += in_flight.values()
                 in_flight.clear()
-                self._executor.shutdown(wait=False, cancel_futures=True)
-                self._executor = None
+                death = self._stop_broken()
+                message = "the worker process died on this clip" + (f" ({death})" if death else "")
                 for task in died:
-                    crashed = queue.died(task, "the worker process died on this clip")
+                    crashed = queue.died(task, message)
                     if crashed:
                         yield crashed
+
+    def _stop_broken(self):
+        """Shut the broken pool down and say how its worker died (see :func:`_death`)."""
+        processes = list(self._executor._processes.values())  # its only record of them
+        # The pool's own thread terminates and joins the workers: exit codes are final after.
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._executor = None
+        return _death(process.exitcode for process in processes)
 
 
 class _TaskQueue:

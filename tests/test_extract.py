@@ -319,9 +319,12 @@ def forked_pool(monkeypatch):
     monkeypatch.setattr(extraction, "_worker_context", lambda modules: get_context("fork"))
 
 
+@pytest.mark.parametrize(("death", "how"), [("exit", "exit code 1"),
+                                             ("sigkill", "killed by signal SIGKILL")])
 def test_a_clip_that_kills_its_worker_takes_no_other_clip_with_it(tmp_path, monkeypatch,
-                                                                   forked_pool):
+                                                                   forked_pool, death, how):
     import os
+    import signal
     import time
 
     class Killer(base.Extractor):
@@ -329,8 +332,10 @@ def test_a_clip_that_kills_its_worker_takes_no_other_clip_with_it(tmp_path, monk
         defaults = {}
 
         def compute(self, media):
-            if "victim" in str(media.path):
-                os._exit(1)  # like a decoder crash: the whole worker process goes
+            if "victim" in str(media.path):  # like a decoder crash: the whole worker process goes
+                if death == "exit":
+                    os._exit(1)
+                os.kill(os.getpid(), signal.SIGKILL)  # as the kernel does when memory runs out
             time.sleep(0.3)  # the neighbours are still running when the victim's worker dies
             return {"x": np.zeros(1)}
 
@@ -343,7 +348,7 @@ def test_a_clip_that_kills_its_worker_takes_no_other_clip_with_it(tmp_path, monk
     [report] = extract(workspace=Workspace(tmp_path / "ws"), dataset=tmp_path / "list.csv",
                        sets=["killer-test"], workers=2, progress=False)
     assert report.failed == {"victim": {"kind": "crash",
-                                        "message": "the worker process died on this clip"}}
+                                        "message": f"the worker process died on this clip ({how})"}}
     assert report.extracted == 5
 
 
