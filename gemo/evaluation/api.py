@@ -205,11 +205,11 @@ def _unscored(workspace, name, ids, scored, console):
     """Name the clips ``name`` did not score and say how to score them."""
     missing = [clip_id for clip_id, keep in zip(ids, scored) if not keep]
     command = (artifacts.read_config(workspace, name) or {}).get("command")
-    how = (f"extract them (`gemo extract`), then rerun `{command}`" if command
-           else "extract them (`gemo extract`) and retrain the model")
+    how = (f"to score them: `gemo extract` (if not done), then `{command}`" if command
+           else "to score them: `gemo extract` (if not done), then retrain the model")
     console.print(f"[yellow]unscored:[/] {name} has no score for {len(missing)} clip(s) "
-                  f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); they get no "
-                  f"label from it: {how}")
+                  f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}), so no label "
+                  f"from it; {how}")
     return {"n": len(missing), "ids": missing, "how": how}
 
 
