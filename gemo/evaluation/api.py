@@ -13,7 +13,6 @@ class), and counted in ``n_imputed``, so every model is judged on the same clips
 
 import json
 import os
-from contextlib import nullcontext
 
 import numpy as np
 from rich.console import Console
@@ -28,6 +27,8 @@ from gemo.evaluation.predictions import write_predictions
 from gemo.evaluation.report import ablation_table, group_size_table, metrics_table
 from gemo.fusion.inputs import align, available_tables, is_fusion, load_tables
 from gemo.labels import CLASSES
+from gemo.progress import console as log_console
+from gemo.progress import status
 
 BY = ("group-size",)
 
@@ -48,13 +49,14 @@ def evaluate(
     ``ablate``: refit each fusion found with each input model left out.
     ``by="group-size"``: also report per group-size bucket, from ``group_sizes``
     (``{clip id: mean faces per frame}``) or ``<workdir>/group_sizes.json``.
-    ``console``: a :class:`rich.console.Console` to print to (default: stdout).
+    ``console``: a :class:`rich.console.Console` to print the tables to (the CLI
+    passes stdout's); None prints none. Progress and notes go to stderr.
     """
     if split not in SPLITS:
         raise GemoError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     if by is not None and by not in BY:
         raise GemoError(f"unknown breakdown {by!r}; use one of {', '.join(BY)}")
-    console = console or Console()
+    console = console or Console(quiet=True)
     clips = workspace.load_index().split(split)
     if not clips:
         raise GemoError(f"the dataset index has no {split} clips")
@@ -71,7 +73,7 @@ def evaluate(
         raise GemoError("nothing to ablate: no fusion score table found; run `gemo fuse` first")
     sizes = load_group_sizes(workspace=workspace, group_sizes=group_sizes) if by else None
 
-    reports = workspace.reports_dir(split)
+    reports = workspace.reports_dir(split, create=True)
     labelled_ids = [clip_id for clip_id, keep in zip(ids, labelled) if keep]
     result = {
         "split": split,
@@ -108,7 +110,6 @@ def evaluate(
             console.print(f"  {name}: {path}")
 
     if ablate:
-        status = (lambda message: console.status(message)) if progress else (lambda message: nullcontext())
         result["ablation"] = {}
         for name in fusions:
             score = lambda table: summarize(labels, _predict(table, labelled_ids)[0])  # noqa: E731
@@ -119,12 +120,12 @@ def evaluate(
                 ids=labelled_ids,
                 labels=labels,
                 score=score,
-                status=status,
+                status=lambda message: status(message, enabled=progress),
             )
             result["ablation"][name] = entry
             console.print(ablation_table(name, entry))
             if entry["stale_inputs"]:
-                console.print(
+                log_console.print(
                     f"[yellow]note:[/] {', '.join(entry['stale_inputs'])} changed since {name} was "
                     "fitted; refit it with `gemo fuse` for a fair ablation"
                 )

@@ -21,13 +21,11 @@ What a fusion learns from, and what its table's ``oof`` column means:
 
 import json
 import os
-from contextlib import nullcontext
 from dataclasses import dataclass
 from importlib import metadata
 
 import joblib
 import numpy as np
-from rich.console import Console
 from sklearn.base import clone
 
 import gemo
@@ -37,6 +35,8 @@ from gemo.errors import GemoError
 from gemo.fusion.base import N_CLASSES, create, get
 from gemo.fusion.folds import grouped_folds
 from gemo.fusion.inputs import FUSION_PREFIX, align, available_tables, load_tables, oof_flags
+from gemo.progress import console as log_console
+from gemo.progress import status
 from gemo.scores import ScoreTable, save_scores
 
 INPUTS = ("probs", "embeddings")
@@ -77,7 +77,7 @@ def fuse(
         inputs=inputs,
         progress=progress,
     )
-    model_dir = workspace.model_dir(result.name)
+    model_dir = workspace.model_dir(result.name, create=True)
     fuser_path = model_dir / "fuser.joblib"
     _atomic(fuser_path, lambda tmp: joblib.dump(result.fuser, tmp))
     config_path = model_dir / "config.json"
@@ -115,6 +115,7 @@ def run_fusion(
             f"fusion {method} works on {', '.join(cls.inputs)}, not {inputs}; "
             "fuse embeddings with --method fc"
         )
+    clips = workspace.load_index().clips  # first: a fresh workspace needs `gemo extract`
     if models is None:
         models = available_tables(workspace=workspace, include_fusion=False)
         if not models:
@@ -127,7 +128,6 @@ def run_fusion(
         raise GemoError(f"cannot fuse fusion outputs ({', '.join(fusions)}); name trained models")
     tables = load_tables(workspace=workspace, names=models)
 
-    clips = workspace.load_index().clips
     ids = [clip.id for clip in clips]
     splits = np.array([clip.split for clip in clips])
     labels = np.array([-1 if clip.label is None else clip.label for clip in clips])
@@ -142,8 +142,8 @@ def run_fusion(
         _require_labels(labels[(splits == "val") & (labels >= 0)], "val", full_train=True)
 
     params = {"seed": seed} if "seed" in cls().get_params() else {}
-    console = console or Console(stderr=True)
-    with _status(console, progress, f"fitting {method} fusion of {len(models)} model(s)"):
+    console = console or log_console
+    with status(f"fitting {method} fusion of {len(models)} model(s)", enabled=progress):
         fuser = create(method, **params).fit(X[train], labels[train], groups=groups[train])
         selected = fuser.selected()
         cross_fitted = _cross_fit(selected, X, labels, groups, fit_rows, seed)
@@ -264,10 +264,6 @@ def _require_oof(tables, ids, missing):
                 f"train clip(s), e.g. {', '.join(examples)}: fusion only learns from out-of-fold "
                 f"train scores; retrain {name} with cross-fitting"
             )
-
-
-def _status(console, progress, message):
-    return console.status(message) if progress else nullcontext()
 
 
 def _plain(value):
