@@ -111,9 +111,10 @@ def feature_sets():
 
 
 def info(*, workspace):
-    """Workspace summary: the indexed dataset and each cache's contents."""
-    dataset = None
-    if workspace.index_path.exists():
-        index = workspace.load_index()
-        dataset = {"root": index.root, "layout": index.layout, "clips": len(index.clips)}
+    """Workspace summary: the indexed dataset and each cache's contents.
+
+    A workdir without a workspace is an error saying what to run (and is not created).
+    """
+    index = workspace.load_index()
+    dataset = {"root": index.root, "layout": index.layout, "clips": len(index.clips)}
     return {"workspace": str(workspace.root), "dataset": dataset, "caches": cache_summary(workspace)}

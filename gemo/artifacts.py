@@ -45,7 +45,7 @@ def plain_json(value):
 
 def read_config(workspace, name):
     """The ``config.json`` of artifact ``name``, or None when it has none."""
-    path = workspace.root / "models" / name / "config.json"
+    path = workspace.model_dir(name) / "config.json"
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -80,7 +80,7 @@ def _differences(old, new, prefix=""):
 
 def names(workspace):
     """Names of the artifacts with a score table: models first, then fusions, each sorted."""
-    folder = workspace.root / "scores"
+    folder = workspace.scores_dir
     found = sorted(path.stem for path in folder.glob("*.h5")) if folder.is_dir() else []
     return [n for n in found if not is_fusion(n)] + [n for n in found if is_fusion(n)]
 
@@ -91,7 +91,7 @@ def stale_inputs(workspace, config):
 
     stale = []
     for model, recorded in config.get("score_tables", {}).items():
-        path = workspace.root / "scores" / f"{model}.h5"
+        path = workspace.scores_path(model)
         if not path.exists():
             stale.append(model)
             continue
@@ -131,12 +131,12 @@ def remove(workspace, names_to_remove):
         check_name(name, fusion=is_fusion(name))
     known = names(workspace)
     unknown = [name for name in names_to_remove
-               if name not in known and not (workspace.root / "models" / name).is_dir()]
+               if name not in known and not (workspace.model_dir(name)).is_dir()]
     if unknown:
         raise GemoError(f"no model or fusion named {', '.join(unknown)}; "
                         f"known: {', '.join(known) or 'none'} (`gemo models list`)")
     for name in names_to_remove:
-        (workspace.root / "scores" / f"{name}.h5").unlink(missing_ok=True)
-        shutil.rmtree(workspace.root / "models" / name, ignore_errors=True)
+        (workspace.scores_path(name)).unlink(missing_ok=True)
+        shutil.rmtree(workspace.model_dir(name), ignore_errors=True)
     left = [row for row in describe(workspace) if row["kind"] == "fusion" and row["stale_inputs"]]
     return [row["name"] for row in left]

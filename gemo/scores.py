@@ -14,6 +14,7 @@ read them and line them up by id, never by row order::
 import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -70,6 +71,7 @@ class ScoreTable:
 
 def save_scores(path, table):
     """Write ``table`` to ``path`` atomically (a temp file renamed into place)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = f"{path}.tmp"
     with h5py.File(tmp, "w") as f:
         f.create_dataset("ids", data=table.ids.astype(object), dtype=h5py.string_dtype())

@@ -29,7 +29,7 @@ import random
 import shlex
 import time
 import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -46,12 +46,14 @@ from gemo.errors import GemoError
 from gemo.labels import CLASSES
 from gemo.models.checkpoint import build_checkpoint, load_model, save_checkpoint
 from gemo.models.inputs import inputs_for, is_finite
+from gemo.progress import ProgressDisplay
 from gemo.scores import ScoreTable, save_scores
 from gemo.workspace import Workspace
 
 MODALITIES = ("audio", "scene", "face")
 HOLDOUT = 0.15  # share of the training clips (by source video) used for early stopping
 SPLIT_ORDER = ("train", "val", "test")
+EPOCHS_PER_LINE = 10  # progress in a log file: a line per this many epochs of each model
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,10 @@ def train(*, workspace, modality, features, model=None, name=None, overwrite=Fal
         del probe
 
         labelled = [c for c in clips if c.split == "train" and c.label is not None]
+        if not labelled:
+            raise GemoError(f"{name}: no train clip has a label: add the dataset's train labels "
+                            "(Train_labels.txt, or the label column of a CSV manifest) and "
+                            "index it again with `gemo extract DATASET`")
         finite = {c.id for c in labelled if arrays.finite(c.id)}
         dropped = sorted(c.id for c in labelled if c.id not in finite)
         if len({c.label for c in labelled if c.id in finite}) < 2:
@@ -156,7 +162,7 @@ def train(*, workspace, modality, features, model=None, name=None, overwrite=Fal
     checkpoint = build_checkpoint(model=final.model, inputs=final.inputs, name=name,
                                   modality=modality, features=feature_meta, hyperparameters=hyper,
                                   training=training, seed=seed)
-    out = workspace.model_dir(name)
+    out = workspace.model_dir(name, create=True)
     save_checkpoint(out / "model.pt", checkpoint)
     table = _score_table(name, clips, scores, attrs={
         "modality": modality, "features": features, "architecture": family.name,
@@ -445,16 +451,16 @@ class _Runner:
         self.arrays, self.device = arrays, device
         self.pretrained = pretrained  # (backbone state, source) or None
         self.progress = progress
-        self.bar, self.threads = None, torch.get_num_threads()
+        self.display, self.threads = None, torch.get_num_threads()
 
     @contextmanager
     def session(self, seed):
-        with _deterministic(seed), (_progress_bar() if self.progress else nullcontext()) as bar:
-            self.bar, self.threads = bar, torch.get_num_threads()
+        with _deterministic(seed), ProgressDisplay(enabled=self.progress) as display:
+            self.display, self.threads = display, torch.get_num_threads()
             try:
                 yield self
             finally:
-                self.bar = None
+                self.display = None
 
     def fit(self, clips, *, seed, label):
         started = time.perf_counter()
@@ -469,17 +475,15 @@ class _Runner:
                      torch.tensor([c.label for c in fit]))
         held_set = (*inputs.tensors(self.arrays.get(c.id) for c in held),
                     torch.tensor([c.label for c in held]))
-        task = None
-        if self.bar is not None:
-            task = self.bar.add_task(label, total=self.recipe.epochs, stats="")
+        task = self.display.task(label, total=self.recipe.epochs, unit="epochs",
+                                 every=EPOCHS_PER_LINE)
         history, best = fit_model(model, inputs, train_set, held_set, recipe=self.recipe,
                                   seed=seed, device=self.device,
                                   on_epoch=lambda epoch, row: self._report(task, epoch, row))
-        if task is not None:
-            self.bar.update(task, total=len(history["train_loss"]),
-                            completed=len(history["train_loss"]),
-                            stats=f"best epoch {best['epoch']}: hold-out loss {best['loss']:.3f} "
-                                  f"acc {best['accuracy']:.2f}")
+        epochs = len(history["train_loss"])
+        task.finish(completed=epochs, total=epochs,
+                    status=f"best epoch {best['epoch']}: hold-out loss {best['loss']:.3f} "
+                           f"acc {best['accuracy']:.2f}")
         model.eval()
         return _Result(model, inputs, history, best["epoch"], best["loss"], best["accuracy"],
                        len(fit), len(held), time.perf_counter() - started)
@@ -490,11 +494,11 @@ class _Runner:
                                            device=self.device, batch_size=self.recipe.batch_size)
         return {clip_id: (probs[i], embeddings[i], oof) for i, clip_id in enumerate(ids)}
 
-    def _report(self, task, epoch, row):
-        if task is not None:
-            self.bar.update(task, completed=epoch, stats=(
-                f"loss {row['train_loss']:.3f}/{row['holdout_loss']:.3f} "
-                f"acc {row['train_acc']:.2f}/{row['holdout_acc']:.2f} (train/hold-out)"))
+    @staticmethod
+    def _report(task, epoch, row):
+        task.update(completed=epoch, status=(
+            f"loss {row['train_loss']:.3f}/{row['holdout_loss']:.3f} "
+            f"acc {row['train_acc']:.2f}/{row['holdout_acc']:.2f} (train/hold-out)"))
 
 
 def fit_model(model, inputs, train_set, holdout_set, *, recipe, seed, device="cpu", on_epoch=None):
@@ -626,16 +630,6 @@ def _deterministic(seed):
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[2:4]
         torch.set_num_threads(before[4])
-
-
-def _progress_bar():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from gemo.progress import console  # stderr, like every other bar of gemo
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=20),
-                    MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[stats]}"),
-                    console=console)
 
 
 def plot_curves(path, history, *, title):

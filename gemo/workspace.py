@@ -9,13 +9,23 @@ later commands need no dataset path::
       models/<name>/        checkpoints and training logs
       scores/<name>.h5      per-clip class probabilities of each model
       reports/<split>/      metrics and plots
+
+Asking for a path never creates anything: a command that only reads (``gemo
+info``, a mistyped ``--workdir``) leaves no folder behind. Writers create the
+folders they write into (``create=True``, or the writing function does).
 """
 
 import json
 import os
 from pathlib import Path
 
+from gemo.errors import GemoError
+
 DEFAULT_WORKDIR = "gemo-work"
+
+
+class NoDataset(GemoError, FileNotFoundError):
+    """The workspace does not exist or has indexed no dataset yet."""
 
 
 class Workspace:
@@ -28,31 +38,32 @@ class Workspace:
     def __repr__(self):
         return f"Workspace({str(self.root)!r})"
 
-    def _dir(self, name):
+    def _dir(self, name, create):
         path = self.root / name
-        path.mkdir(parents=True, exist_ok=True)
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
         return path
 
     @property
     def cache_dir(self):
-        return self._dir("cache")
+        return self.root / "cache"
 
     @property
     def models_dir(self):
-        return self._dir("models")
+        return self.root / "models"
 
     @property
     def scores_dir(self):
-        return self._dir("scores")
+        return self.root / "scores"
 
-    def reports_dir(self, split):
-        return self._dir(Path("reports") / split)
+    def reports_dir(self, split, *, create=False):
+        return self._dir(Path("reports") / split, create)
 
     def cache_path(self, feature_set):
         return self.cache_dir / f"{feature_set}.h5"
 
-    def model_dir(self, name):
-        return self._dir(Path("models") / name)
+    def model_dir(self, name, *, create=False):
+        return self._dir(Path("models") / name, create)
 
     def scores_path(self, name):
         return self.scores_dir / f"{name}.h5"
@@ -69,12 +80,13 @@ class Workspace:
         os.replace(tmp, self.index_path)
 
     def load_index(self):
-        """The remembered dataset index; a clear error when nothing was indexed yet."""
+        """The remembered dataset index; :class:`NoDataset` says what to run when there is none."""
         from gemo.data.index import DatasetIndex
 
         if not self.index_path.exists():
-            raise FileNotFoundError(
-                f"no dataset indexed in {self.root}: run `gemo extract DATASET` first "
+            what = "no dataset indexed in" if self.root.is_dir() else "no workspace at"
+            raise NoDataset(
+                f"{what} {self.root}: run `gemo extract DATASET` first "
                 "(or pass --workdir to the workspace you used)"
             )
         return DatasetIndex.from_dict(json.loads(self.index_path.read_text()))

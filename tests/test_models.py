@@ -47,7 +47,7 @@ def test_default_model_by_feature_set_and_by_shape():
     assert models.default_model("frames") == "frame-cnn"
     assert models.default_model("fer") == "face-lstm"
     assert models.default_model("new-set", ndim=2) == "blstm-attention"
-    with pytest.raises(GemoError, match="model=NAME"):
+    with pytest.raises(GemoError, match="--model NAME"):
         models.default_model("new-set", ndim=3)
 
 

@@ -86,23 +86,32 @@ def index_dataset(path):
     if path.is_file() and path.suffix.lower() == ".csv":
         clips = _index_csv(path)
         layout = "csv"
+        why = dict.fromkeys(SPLITS, f"empty label in {path.name}")
     elif path.is_dir():
-        clips = _index_vgaf(path)
+        clips, label_files = _index_vgaf(path)
         layout = "vgaf"
+        why = {split: _label_file_help(path, split, label_files) for split in SPLITS}
     else:
         raise DatasetError(f"{path}: not a dataset folder or a .csv manifest")
     if not clips:
         raise DatasetError(f"{path}: no clips found")
     _check_unique(clips)
-    for split in ("train", "val"):
+    for split, use in (("train", "training"), ("val", "evaluation")):
         missing = [c.id for c in clips if c.split == split and c.label is None]
         if missing:
             warnings.warn(
-                f"{len(missing)} {split} clip(s) have no label and are left out of training: "
-                f"{_preview(missing)}",
+                f"{len(missing)} {split} clip(s) have no label ({why[split]}) and are left "
+                f"out of {use}: {_preview(missing)}",
                 stacklevel=2,
             )
     return DatasetIndex(str(path), layout, clips)
+
+
+def _label_file_help(root, split, label_files):
+    """Why a VGAF clip of ``split`` has no label: which label file lacks it, or was not found."""
+    if split in label_files:
+        return f"not in {label_files[split].name}"
+    return f"no {_SPLIT_DIRS[split]}_labels.txt or {split}_label.txt in {root}"
 
 
 def read_label_file(path):
@@ -134,6 +143,7 @@ def read_label_file(path):
 
 
 def _index_vgaf(root):
+    """``(clips, {split: label file found})``."""
     label_files = {}
     for entry in sorted(root.iterdir()):
         match = _LABEL_FILE.match(entry.name)
@@ -170,7 +180,7 @@ def _index_vgaf(root):
         raise DatasetError(f"{root}: no Train/, Val/ or Test/ folder with video files; for "
                            "other layouts, list the clips in a CSV manifest with a "
                            "path,split,label header")
-    return clips
+    return clips, label_files
 
 
 def _find_dir(root, name):

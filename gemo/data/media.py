@@ -18,11 +18,18 @@ class MediaError(Exception):
         self.kind = kind
 
 
+def _reason(error):
+    """FFmpeg's words for ``error``, without its raw error number and the path."""
+    return getattr(error, "strerror", None) or str(error)
+
+
 def _open(path):
     try:
         return av.open(str(path))
+    except av.InvalidDataError as error:
+        raise MediaError("decode", f"not a video file or damaged: {_reason(error)}") from None
     except (av.FFmpegError, OSError, UnicodeDecodeError) as error:
-        raise MediaError("decode", f"cannot open: {error}") from None
+        raise MediaError("decode", f"cannot open: {_reason(error)}") from None
 
 
 def _duration(container, stream):
@@ -166,7 +173,7 @@ def _pick_frames(path, counts, min_duration):
                 previous = frame
         except av.FFmpegError as error:
             if previous is None:
-                raise MediaError("decode", f"video decoding failed: {error}") from None
+                raise MediaError("decode", f"video decoding failed: {_reason(error)}") from None
             # A truncated tail: the frames decoded so far are still good.
         if previous is None and not any(picked.values()):
             raise MediaError("decode", "no video frame could be decoded")
@@ -228,7 +235,7 @@ def read_audio(path, *, sample_rate=16000, min_duration=0.5):
                 chunks.append(out.to_ndarray().reshape(-1))
         except av.FFmpegError as error:
             if not chunks:
-                raise MediaError("decode", f"audio decoding failed: {error}") from None
+                raise MediaError("decode", f"audio decoding failed: {_reason(error)}") from None
     signal = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     if duration is not None:
         signal = signal[: int(math.ceil(duration * sample_rate))]

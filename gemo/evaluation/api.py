@@ -22,10 +22,10 @@ Honesty rules:
 
 import json
 import os
-from contextlib import nullcontext
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 
 from gemo import artifacts
 from gemo.data.index import SPLITS
@@ -38,6 +38,8 @@ from gemo.evaluation.predictions import write_predictions
 from gemo.evaluation.report import ablation_table, group_size_table, metrics_table
 from gemo.fusion.inputs import align, load_tables, oof_flags
 from gemo.labels import CLASSES
+from gemo.progress import console as log_console
+from gemo.progress import status
 
 BY = ("group-size",)
 
@@ -58,13 +60,14 @@ def evaluate(
     ``ablate``: refit each fusion found with each input model left out.
     ``by="group-size"``: also report per group-size bucket, from ``group_sizes``
     (``{clip id: mean faces per frame}``) or ``<workdir>/group_sizes.json``.
-    ``console``: a :class:`rich.console.Console` to print to (default: stdout).
+    ``console``: a :class:`rich.console.Console` to print the tables to (the CLI
+    passes stdout's); None prints none. Progress and notes go to stderr.
     """
     if split not in SPLITS:
         raise GemoError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     if by is not None and by not in BY:
         raise GemoError(f"unknown breakdown {by!r}; use one of {', '.join(BY)}")
-    console = console or Console()
+    console = console or Console(quiet=True)
     clips = workspace.load_index().split(split)
     if not clips:
         raise GemoError(f"the dataset index has no {split} clips")
@@ -84,7 +87,7 @@ def evaluate(
         raise GemoError("nothing to ablate: no fusion score table found; run `gemo fuse` first")
     sizes = load_group_sizes(workspace=workspace, group_sizes=group_sizes) if by else None
 
-    reports = workspace.reports_dir(split)
+    reports = workspace.reports_dir(split, create=True)
     labelled_ids = [clip_id for clip_id, keep in zip(ids, labelled) if keep]
     result = {
         "split": split,
@@ -97,7 +100,7 @@ def evaluate(
         "refused": refused,
     }
     for name, reason in refused.items():
-        console.print(f"[yellow]refused:[/] {name}: {reason}")
+        log_console.print(f"[yellow]refused:[/] {name}: {escape(reason)}", soft_wrap=True)
     predicted = {}
     for name, table in load_tables(workspace=workspace, names=names).items():
         classes, scored = _predict(table, ids)
@@ -106,7 +109,7 @@ def evaluate(
                                  [i for i, keep in zip(ids, scored) if keep], classes[scored])
         result["predictions"][name] = str(path)
         if not scored.all():
-            result["unscored"][name] = _unscored(workspace, name, ids, scored, console)
+            result["unscored"][name] = _unscored(workspace, name, ids, scored)
         rows = labelled & scored
         if rows.any():
             metrics = summarize(truth[rows], classes[rows])
@@ -133,7 +136,6 @@ def evaluate(
             console.print(f"  {name}: {path}")
 
     if ablate:
-        status = (lambda message: console.status(message)) if progress else (lambda message: nullcontext())
         result["ablation"] = {}
         for name in fusions:
             score = lambda table: _scored_metrics(table, labelled_ids, labels)  # noqa: E731
@@ -144,12 +146,12 @@ def evaluate(
                 ids=labelled_ids,
                 labels=labels,
                 score=score,
-                status=status,
+                status=lambda message: status(message, enabled=progress),
             )
             result["ablation"][name] = entry
             console.print(ablation_table(name, entry))
             if entry["stale_inputs"]:
-                console.print(
+                log_console.print(
                     f"[yellow]note:[/] {', '.join(entry['stale_inputs'])} changed since {name} was "
                     "fitted; refit it with `gemo fuse` for a fair ablation"
                 )
@@ -201,15 +203,15 @@ def _stale_fusions(workspace, names):
     return refused
 
 
-def _unscored(workspace, name, ids, scored, console):
+def _unscored(workspace, name, ids, scored):
     """Name the clips ``name`` did not score and say how to score them."""
     missing = [clip_id for clip_id, keep in zip(ids, scored) if not keep]
     command = (artifacts.read_config(workspace, name) or {}).get("command")
     how = (f"to score them: `gemo extract` (if not done), then `{command}`" if command
            else "to score them: `gemo extract` (if not done), then retrain the model")
-    console.print(f"[yellow]unscored:[/] {name} has no score for {len(missing)} clip(s) "
-                  f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}), so no label "
-                  f"from it; {how}")
+    log_console.print(f"[yellow]unscored:[/] {name} has no score for {len(missing)} clip(s) "
+                      f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}), so no "
+                      f"label from it; {escape(how)}", soft_wrap=True)
     return {"n": len(missing), "ids": missing, "how": how}
 
 

@@ -21,13 +21,11 @@ What a fusion learns from, and what its table's ``oof`` column means:
 
 import json
 import os
-from contextlib import nullcontext
 from dataclasses import dataclass
 from importlib import metadata
 
 import joblib
 import numpy as np
-from rich.console import Console
 from sklearn.base import clone
 
 import gemo
@@ -38,6 +36,8 @@ from gemo.errors import GemoError
 from gemo.fusion.base import N_CLASSES, create, get
 from gemo.fusion.folds import grouped_folds
 from gemo.fusion.inputs import align, load_tables, oof_flags
+from gemo.progress import console as log_console
+from gemo.progress import status
 from gemo.scores import ScoreTable, save_scores
 
 INPUTS = ("probs", "embeddings")
@@ -72,6 +72,7 @@ def fuse(
     (see :mod:`gemo.artifacts`). Returns the summary dict (best params, CV
     accuracy, models, imputed clips, paths).
     """
+    workspace.load_index()  # first: a fresh workspace needs `gemo extract`, not `gemo train`
     models = input_models(workspace, models)
     name = artifacts.check_name(name or fusion_name(method, inputs), fusion=True)
     request = {"method": method, "inputs": inputs, "models": models,
@@ -91,7 +92,7 @@ def fuse(
     result.config["command"] = " ".join(
         ["gemo", "fuse", "--method", method, "--models", ",".join(models), "--name", name,
          "--inputs", inputs, "--seed", str(seed)] + (["--full-train"] if full_train else []))
-    model_dir = workspace.model_dir(result.name)
+    model_dir = workspace.model_dir(result.name, create=True)
     fuser_path = model_dir / "fuser.joblib"
     _atomic(fuser_path, lambda tmp: joblib.dump(result.fuser, tmp))
     config_path = model_dir / "config.json"
@@ -131,10 +132,9 @@ def run_fusion(
             f"fusion {method} works on {', '.join(cls.inputs)}, not {inputs}; "
             "fuse embeddings with --method fc"
         )
+    clips = workspace.load_index().clips  # first: a fresh workspace needs `gemo extract`
     models = input_models(workspace, models)
     tables = load_tables(workspace=workspace, names=models)
-
-    clips = workspace.load_index().clips
     X, missing = align(tables, [clip.id for clip in clips], field=inputs,
                        splits=np.array([clip.split for clip in clips]))
     scored = ~missing.all(axis=1)
@@ -153,8 +153,8 @@ def run_fusion(
         _require_labels(labels[(splits == "val") & (labels >= 0)], "val", full_train=True)
 
     params = {"seed": seed} if "seed" in cls().get_params() else {}
-    console = console or Console(stderr=True)
-    with _status(console, progress, f"fitting {method} fusion of {len(models)} model(s)"):
+    console = console or log_console
+    with status(f"fitting {method} fusion of {len(models)} model(s)", enabled=progress):
         fuser = create(method, **params).fit(X[train], labels[train], groups=groups[train])
         selected = fuser.selected()
         cross_fitted = _cross_fit(selected, X, labels, groups, fit_rows, seed)
@@ -282,10 +282,6 @@ def _require_oof(tables, ids, missing):
                 f"train clip(s), e.g. {', '.join(examples)}: fusion only learns from out-of-fold "
                 f"train scores; retrain {name} with cross-fitting"
             )
-
-
-def _status(console, progress, message):
-    return console.status(message) if progress else nullcontext()
 
 
 def _plain(value):

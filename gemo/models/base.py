@@ -93,8 +93,8 @@ def default_model(feature_set, *, ndim=None):
     by_ndim = {1: "mlp", 2: "blstm-attention", 4: "frame-cnn"}
     if ndim in by_ndim:
         return by_ndim[ndim]
-    raise GemoError(f"no default model for feature set {feature_set!r}: pass model=NAME "
-                    f"(available: {', '.join(available())})")
+    raise GemoError(f"no default model for feature set {feature_set!r}: choose one with "
+                    f"--model NAME (available: {', '.join(available())})")
 
 
 def count_parameters(model):
