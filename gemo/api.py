@@ -105,7 +105,7 @@ def feature_sets():
     """Name, description and default parameters of every registered feature set."""
     return [
         {"name": name, "description": extractors.get(name).description,
-         "params": dict(extractors.get(name).defaults)}
+         "params": extractors.get(name).Params.defaults()}
         for name in extractors.available()
     ]
 

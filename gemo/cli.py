@@ -101,15 +101,21 @@ def synth(out, clips_per_class, seed, duration, workers):
     results.print(f"wrote {root}", soft_wrap=True, highlight=False)
 
 
-def _parse_params(values):
-    params = {}
+def _assignments(values, *, per_set=False):
+    """``KEY=VALUE`` options as ``{key: text}`` (``SET.KEY=VALUE`` as ``{set: {key: text}}``).
+
+    Values stay text: each feature set's or model's typed options read them (gemo.options).
+    """
+    out = {}
     for value in values:
-        key, sep, setting = value.partition("=")
-        name, dot, field = key.partition(".")
-        if not sep or not dot or not field:
-            raise click.BadParameter(f"{value!r}: expected SET.KEY=VALUE, e.g. frames.count=16")
-        params.setdefault(name, {})[field] = setting
-    return params
+        key, sep, text = value.partition("=")
+        name, dot, field = key.rpartition(".") if per_set else ("", "", key)
+        field = field.strip().replace("-", "_")
+        if not sep or not field or (per_set and not name):
+            raise click.BadParameter(f"{value!r}: expected " + (
+                "SET.KEY=VALUE, e.g. frames.count=16" if per_set else "KEY=VALUE, e.g. hidden=32"))
+        (out.setdefault(name, {}) if per_set else out)[field] = text
+    return out
 
 
 @cli.command()
@@ -163,7 +169,7 @@ def extract(dataset, sets, params, workers, overwrite, executor, scheduler, devi
     chosen = [s.strip() for s in sets.split(",") if s.strip()] if sets else None
     reports = api.extract(
         workspace=api.Workspace(workdir), dataset=dataset, sets=chosen,
-        params=_parse_params(params), workers=workers, overwrite=overwrite, progress=not quiet,
+        params=_assignments(params, per_set=True), workers=workers, overwrite=overwrite, progress=not quiet,
         executor=executor, scheduler=scheduler, device=device, batch_size=batch_size,
     )
     any_failed = False
@@ -207,25 +213,6 @@ def info(as_json, workdir):
         for clip_id, failure in sorted(row["failed"].items()):
             results.print(f"  {row['feature_set']} [red]{clip_id}[/]: "
                           f"{failure['kind']}: {escape(failure['message'])}", soft_wrap=True)
-
-
-def _parse_options(values):
-    options = {}
-    for value in values:
-        key, sep, setting = value.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{value!r}: expected KEY=VALUE, e.g. hidden=32")
-        options[key.replace("-", "_")] = _literal(setting)
-    return options
-
-
-def _literal(text):
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text.lower(), text)
 
 
 @cli.command()
@@ -275,7 +262,7 @@ def train(modality, features, model, name, overwrite, backbone, pretrained, weig
         workspace=api.Workspace(workdir), modality=modality, features=features, model=model,
         name=name, overwrite=overwrite, backbone=backbone, pretrained=pretrained, weights=weights, epochs=epochs,
         batch_size=batch_size, lr=lr, patience=patience, folds=folds, seed=seed, device=device,
-        progress=not quiet, **_parse_options(options),
+        progress=not quiet, **_assignments(options),
     )
     _print_summary(summary)
 

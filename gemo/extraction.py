@@ -437,7 +437,7 @@ def _exit_cause(code):
 
 
 def _specs(wanted):
-    return [(e.name, e.params, e.device, e.batch_size) for e in wanted]
+    return [(e.name, e.params.as_dict(), e.device, e.batch_size) for e in wanted]
 
 
 class _Pool:

@@ -43,35 +43,3 @@ class Registry:
 
     def __contains__(self, name):
         return name in self._classes
-
-
-def resolve_options(owner, defaults, given, *, word="parameter"):
-    """``defaults`` updated with ``given``, each value of its default's type; unknown keys refused.
-
-    Options often arrive as strings from the command line (``-p frames.count=16``).
-
-    >>> resolve_options("frames", {"count": 10, "exact": False}, {"count": "16", "exact": "yes"})
-    {'count': 16, 'exact': True}
-    """
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise GemoError(f"{owner}: unknown {word}(s) {', '.join(unknown)}; "
-                        f"known: {', '.join(sorted(defaults)) or 'none'}")
-    return {key: coerce(f"{owner}.{key}", default, given.get(key, default))
-            for key, default in defaults.items()}
-
-
-def coerce(label, default, value):
-    """Give ``value`` the type of ``default`` (strings are parsed; ints widen to floats)."""
-    if isinstance(value, str) and not isinstance(default, str) and default is not None:
-        try:
-            if isinstance(default, bool):
-                if value.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                    raise ValueError(value)
-                return value.lower() in ("1", "true", "yes", "on")
-            return type(default)(value)
-        except ValueError:
-            raise GemoError(f"{label}: {value!r} is not a {type(default).__name__}") from None
-    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value

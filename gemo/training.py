@@ -100,13 +100,14 @@ def train(*, workspace, modality, features, model=None, name=None, overwrite=Fal
         family = models.get(model or models.default_model(features, ndim=_main_ndim(sample)))
         options = dict(model_options)
         if backbone is not None:
-            if "backbone" not in family.defaults:
+            if "backbone" not in family.Options.defaults():
                 raise GemoError(f"model {family.name} has no backbone option")
             options["backbone"] = backbone
         if (pretrained or weights is not None) and not hasattr(family, "pretrained_state"):
             raise GemoError(f"model {family.name} has no pretrained weights")
-        config = {"input_dim": _input_dim(family, sample, features), **options}
-        probe = models.create(family.name, **config)  # fails now, before reading, on a bad option
+        probe = models.create(family.name, input_dim=_input_dim(family, sample, features),
+                              **options)  # fails now, before reading, on a bad option
+        config = probe.config  # typed and complete: what the checkpoint will hold
         # Weights are found, verified and checked once, before any data is read.
         backbone_weights = probe.pretrained_state(weights=weights) if (
             pretrained or weights is not None) else None
@@ -115,7 +116,7 @@ def train(*, workspace, modality, features, model=None, name=None, overwrite=Fal
         _check_positive(batch_size=recipe.batch_size)
         name = artifacts.check_name(name or f"{modality}-{features}-{family.name}")
         request = {"modality": modality, "features": features, "model": family.name,
-                   "options": options, "recipe": asdict(recipe), "folds": int(folds),
+                   "options": probe.options.as_dict(), "recipe": asdict(recipe), "folds": int(folds),
                    "seed": int(seed), "pretrained": bool(pretrained or weights is not None),
                    "weights": None if weights is None else str(weights)}
         artifacts.claim(workspace, name, request, overwrite=overwrite, what="model")
@@ -314,8 +315,10 @@ def _command(name, request):
              "--batch-size", recipe["batch_size"], "--lr", recipe["lr"],
              "--patience", recipe["patience"], "--folds", request["folds"],
              "--seed", request["seed"]]
+    defaults = models.get(request["model"]).Options.defaults()
     for key, value in sorted(request["options"].items()):
-        words += ["--backbone", value] if key == "backbone" else ["-o", f"{key}={value}"]
+        if value != defaults.get(key):
+            words += ["--backbone", value] if key == "backbone" else ["-o", f"{key}={value}"]
     if request["weights"]:
         words += ["--weights", request["weights"]]
     elif request["pretrained"]:

@@ -254,7 +254,7 @@ def test_one_decoding_pass_picks_the_frames_of_every_count(tmp_path, monkeypatch
     outcomes = run_clip(chosen, clip)
     assert passes == [[3, 6]]
     for extractor in chosen:
-        alone = type(extractor)(**extractor.params).extract(clip)
+        alone = type(extractor)(**extractor.params.as_dict()).extract(clip)
         np.testing.assert_array_equal(outcomes[extractor.name][2]["timestamps"],
                                       alone["timestamps"])
     np.testing.assert_allclose(outcomes["faces"][2]["timestamps"], [0.5, 1.5, 2.5], atol=0.2)

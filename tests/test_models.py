@@ -65,9 +65,9 @@ def test_unknown_model_and_option_are_clear_errors():
 def test_command_line_strings_are_coerced_to_the_defaults_types():
     model = models.create("frame-cnn", input_dim=3, input_size="48", freeze="true",
                           crop_scale="0.8", temporal="attention")
-    assert model.options["input_size"] == 48
-    assert model.options["freeze"] is True
-    assert model.options["crop_scale"] == 0.8
+    assert model.options.input_size == 48
+    assert model.options.freeze is True
+    assert model.options.crop_scale == 0.8
 
 
 def test_blstm_lengths_mask_padding():
@@ -103,13 +103,13 @@ def test_frame_cnn_temporal_pooling(temporal):
 
 def test_frame_cnn_torchvision_backbone_and_freeze():
     model = models.create("frame-cnn", input_dim=3, backbone="resnet18", freeze=True, input_size=64)
-    assert model.options["input_size"] == 64
+    assert model.options.input_size == 64
     assert model.embedding_dim == 512
     assert not any(p.requires_grad for p in model.backbone.parameters())
     assert all(p.requires_grad for p in model.head.parameters())
     model.train()
     assert not model.backbone.training  # frozen batch-norm statistics
-    assert models.create("frame-cnn", input_dim=3, backbone="resnet18").options["input_size"] == 224
+    assert models.create("frame-cnn", input_dim=3, backbone="resnet18").options.input_size == 224
 
 
 def test_small_backbone_has_no_pretrained_weights():

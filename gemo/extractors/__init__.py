@@ -6,7 +6,7 @@ Every module in this package that defines an :class:`Extractor` subclass with
 >>> from gemo import extractors
 >>> "frames" in extractors.available()
 True
->>> extractors.create("frames", count=16).params["count"]
+>>> extractors.create("frames", count=16).params.count
 16
 """
 

@@ -2,16 +2,20 @@
 
 from importlib import metadata
 
+from dataclasses import dataclass
+
 from gemo.data.media import Media
-from gemo.registry import Registry, resolve_options
+from gemo.options import Options
+from gemo.registry import Registry
 
 
 class Extractor:
     """One feature set: turns a clip file into named arrays.
 
     Subclasses set ``name``, ``version`` (bump it whenever stored values
-    change), ``description``, ``defaults`` (every parameter with its default;
-    the stored parameters are these, so two caches built alike compare equal),
+    change), ``description``, ``Params`` (a frozen :class:`gemo.options.Options`
+    dataclass: every parameter with its type and default; the stored parameters
+    are these, so two caches built alike compare equal),
     ``libraries`` (PyPI names whose versions are recorded), ``modules`` (the
     slow Python modules :meth:`compute` imports, which pool workers import once,
     before they fork) and implement :meth:`compute`. Media problems raise
@@ -26,15 +30,18 @@ class Extractor:
     name = ""
     version = 1
     description = ""
-    defaults = {}
     libraries = ()
     modules = ()  # e.g. ("opensmile",): imported once by the fork server of the pool workers
     requires = ()  # feature sets whose cached arrays extract() reads, e.g. ("faces",)
     modality = ""  # the `gemo train` modality its features describe (audio, scene, face); "" any
     uses_device = False  # True for sets that run networks: they honour device and batch_size
 
+    @dataclass(frozen=True)
+    class Params(Options):
+        """No parameters (a set with some defines its own ``Params``)."""
+
     def __init__(self, *, device="auto", batch_size=0, **params):
-        self.params = resolve_options(self.name, self.defaults, params)
+        self.params = self.Params.parse(params, owner=self.name)
         self.device = device
         self.batch_size = int(batch_size)  # 0: the extractor's own choice
 
@@ -84,7 +91,7 @@ class Extractor:
         return {
             "feature_set": self.name,
             "extractor_version": self.version,
-            "params": dict(self.params),
+            "params": self.params.as_dict(),
             "libraries": {name: _version(name) for name in self.libraries},
             "info": self.info,
         }

@@ -19,7 +19,6 @@ class FER(Extractor):
     version = 2  # 2: channels-last model, 64 faces per call (float rounding only)
     description = ("FER2013 mini-XCEPTION on the faces set's aligned crops: 7 expression "
                    "probabilities per face; per frame min/max/mean of each over faces + count")
-    defaults = {}
     libraries = ("torch", "h5py")
     modules = ("gemo.faces.fer",)
     requires = ("faces",)

@@ -1,15 +1,25 @@
 """openSMILE feature sets: ``egemaps`` (88 eGeMAPSv02 functionals) and ``compare-lld``."""
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from gemo.extractors.audio import require_finite_rows
 from gemo.extractors.base import Extractor, register
+from gemo.options import Options
 
 
 class _OpenSmile(Extractor):
     feature_set = ""
     feature_level = ""
-    defaults = {"sample_rate": 16000}
+
+    @dataclass(frozen=True)
+    class Params(Options):
+        sample_rate: int = 16000
+
+        def check(self):
+            return "sample_rate must be positive" if self.sample_rate < 1 else None
+
     libraries = ("opensmile", "av")
     modules = ("opensmile",)
     modality = "audio"
@@ -36,7 +46,7 @@ class _OpenSmile(Extractor):
         return {"feature_names": list(self._smile.feature_names)}
 
     def compute(self, media):
-        rate = self.params["sample_rate"]
+        rate = self.params.sample_rate
         signal = media.audio(sample_rate=rate)
         values = self._smile.process_signal(signal, rate).to_numpy(dtype=np.float32)
         return {"features": require_finite_rows(self._shape(values))}

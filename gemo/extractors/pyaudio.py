@@ -1,18 +1,31 @@
 """``pyaudio``: pyAudioAnalysis short-term features (34 per window), as in Pinto 2020."""
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 
 from gemo.extractors.audio import require_finite_rows
 from gemo.extractors.base import Extractor, register
+from gemo.options import Options
 
 
 @register
 class PyAudio(Extractor):
     name = "pyaudio"
     description = "pyAudioAnalysis short-term features, 34 per 25 ms window, 10 ms step, mono 16 kHz"
-    defaults = {"sample_rate": 16000, "window": 0.025, "step": 0.010}
+
+    @dataclass(frozen=True)
+    class Params(Options):
+        sample_rate: int = 16000
+        window: float = 0.025  # seconds
+        step: float = 0.010
+
+        def check(self):
+            if self.sample_rate < 1 or self.window <= 0 or self.step <= 0:
+                return "sample_rate, window and step must be positive"
+            return None
+
     libraries = ("pyAudioAnalysis", "av", "scipy")
     modules = ("pyAudioAnalysis.ShortTermFeatures",)
     modality = "audio"
@@ -24,14 +37,14 @@ class PyAudio(Extractor):
         short_term_features()  # 2 s: pyAudioAnalysis imports scipy.signal and matplotlib
 
     def compute(self, media):
-        rate = self.params["sample_rate"]
+        rate = self.params.sample_rate
         signal = media.audio(sample_rate=rate)
         # pyAudioAnalysis divides by 2**15: it expects int16-scaled samples, as read from a wav.
         features, _ = short_term_features().feature_extraction(
             signal.astype(np.float64) * 32768.0,
             rate,
-            round(self.params["window"] * rate),
-            round(self.params["step"] * rate),
+            round(self.params.window * rate),
+            round(self.params.step * rate),
             deltas=False,
         )
         return {"features": require_finite_rows(features.T.astype(np.float32))}

@@ -6,11 +6,14 @@ the family's ``defaults``), so ``create(ckpt["architecture"], **ckpt["config"])`
 rebuilds it from a checkpoint.
 """
 
+from dataclasses import dataclass
+
 from torch import nn
 
 from gemo.errors import GemoError
 from gemo.labels import CLASSES
-from gemo.registry import Registry, resolve_options
+from gemo import options as typed
+from gemo.registry import Registry
 
 NUM_CLASSES = len(CLASSES)
 
@@ -35,7 +38,8 @@ class Model(nn.Module):
     """A classifier over one clip's features.
 
     Subclasses set ``name``, ``input_kind`` (a key of :data:`INPUT_KINDS`),
-    ``description``, ``defaults`` (every option with its default) and
+    ``description``, ``Options`` (a frozen :class:`gemo.options.Options`
+    dataclass: every option with its type and default) and
     ``train_defaults`` (training hyper-parameters the family prefers, e.g.
     ``batch_size``), and implement :meth:`embed` (clip -> penultimate vector)
     and set ``self.head`` (embedding -> logits). ``inputs`` is the tuple of
@@ -45,19 +49,23 @@ class Model(nn.Module):
     name = ""
     input_kind = ""
     description = ""
-    defaults = {}
     train_defaults = {}
+
+    @dataclass(frozen=True)
+    class Options(typed.Options):
+        """No options (a family with some defines its own ``Options``)."""
 
     def __init__(self, *, input_dim, num_classes=NUM_CLASSES, **options):
         super().__init__()
-        self.options = resolve_options(f"model {self.name}", self.defaults, options, word="option")
+        self.options = self.Options.parse(options, owner=f"model {self.name}", word="option")
         self.input_dim = int(input_dim)
         self.num_classes = int(num_classes)
 
     @property
     def config(self):
         """Constructor keywords, plain types only (stored in checkpoints)."""
-        return {"input_dim": self.input_dim, "num_classes": self.num_classes, **self.options}
+        return {"input_dim": self.input_dim, "num_classes": self.num_classes,
+                **self.options.as_dict()}
 
     def embed(self, *inputs):
         """Penultimate embedding ``[batch, embedding_dim]``."""

@@ -17,11 +17,14 @@ val/test accuracy for the two seeds tried. ``pool=1`` keeps the full rate.
 torch.Size([2, 3])
 """
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from gemo import options
 from gemo.models.base import Model, register
 
 
@@ -30,26 +33,34 @@ class BLSTMAttention(Model):
     name = "blstm-attention"
     input_kind = "sequence"
     description = "Bi-LSTM over feature windows, attention-weighted pooling over time, FC -> 3"
-    defaults = {"hidden": 64, "layers": 1, "attention_dim": 64, "dropout": 0.5, "pool": 4}
+
+    @dataclass(frozen=True)
+    class Options(options.Options):
+        hidden: int = 64
+        layers: int = 1
+        attention_dim: int = 64
+        dropout: float = 0.5
+        pool: int = 4  # windows averaged before the LSTM
+
     train_defaults = {"batch_size": 128}
 
     def __init__(self, **config):
         super().__init__(**config)
         o = self.options
-        self.lstm = nn.LSTM(self.input_dim, o["hidden"], num_layers=o["layers"], batch_first=True,
-                            bidirectional=True, dropout=o["dropout"] if o["layers"] > 1 else 0.0)
-        width = 2 * o["hidden"]
-        self.score = nn.Sequential(nn.Linear(width, o["attention_dim"]), nn.Tanh(),
-                                   nn.Linear(o["attention_dim"], 1, bias=False))
-        self.head = nn.Sequential(nn.Dropout(o["dropout"]), nn.Linear(width, self.num_classes))
+        self.lstm = nn.LSTM(self.input_dim, o.hidden, num_layers=o.layers, batch_first=True,
+                            bidirectional=True, dropout=o.dropout if o.layers > 1 else 0.0)
+        width = 2 * o.hidden
+        self.score = nn.Sequential(nn.Linear(width, o.attention_dim), nn.Tanh(),
+                                   nn.Linear(o.attention_dim, 1, bias=False))
+        self.head = nn.Sequential(nn.Dropout(o.dropout), nn.Linear(width, self.num_classes))
 
     @property
     def embedding_dim(self):
-        return 2 * self.options["hidden"]
+        return 2 * self.options.hidden
 
     def embed(self, x, lengths=None):
         """``x``: ``[batch, time, features]``; ``lengths``: valid steps per clip (None = all)."""
-        pool = self.options["pool"]
+        pool = self.options.pool
         steps = x.shape[1]
         if pool > 1:
             x = F.avg_pool1d(x.transpose(1, 2), pool, pool, ceil_mode=True).transpose(1, 2)

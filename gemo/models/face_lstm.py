@@ -9,10 +9,13 @@ states of both directions summarise the clip; the FC(8) output is the embedding.
 torch.Size([2, 3])
 """
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from gemo import options
 from gemo.models.base import Model, register
 
 
@@ -21,19 +24,25 @@ class FaceLSTM(Model):
     name = "face-lstm"
     input_kind = "sequence"
     description = "Bi-LSTM(32) over per-frame face-expression vectors, FC(8), FC -> 3 (Fusical)"
-    defaults = {"hidden": 32, "fc": 8, "dropout": 0.3}
+
+    @dataclass(frozen=True)
+    class Options(options.Options):
+        hidden: int = 32
+        fc: int = 8
+        dropout: float = 0.3
+
     train_defaults = {"batch_size": 32}
 
     def __init__(self, **config):
         super().__init__(**config)
         o = self.options
-        self.lstm = nn.LSTM(self.input_dim, o["hidden"], batch_first=True, bidirectional=True)
-        self.fc = nn.Sequential(nn.Dropout(o["dropout"]), nn.Linear(2 * o["hidden"], o["fc"]), nn.ReLU())
-        self.head = nn.Linear(o["fc"], self.num_classes)
+        self.lstm = nn.LSTM(self.input_dim, o.hidden, batch_first=True, bidirectional=True)
+        self.fc = nn.Sequential(nn.Dropout(o.dropout), nn.Linear(2 * o.hidden, o.fc), nn.ReLU())
+        self.head = nn.Linear(o.fc, self.num_classes)
 
     @property
     def embedding_dim(self):
-        return self.options["fc"]
+        return self.options.fc
 
     def embed(self, x, lengths=None):
         """``x``: ``[batch, frames, 22]``; ``lengths``: valid frames per clip (None = all)."""

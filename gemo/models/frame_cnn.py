@@ -24,9 +24,13 @@ frame stream of the EmotiW baseline, in one family:
   uses all K, which mean pooling allows).
 """
 
+from dataclasses import dataclass, replace
+from typing import Literal
+
 import torch
 from torch import nn
 
+from gemo import options
 from gemo import weights as weight_files
 from gemo.errors import GemoError
 from gemo.models.base import Model, register
@@ -45,46 +49,43 @@ class FrameCNN(Model):
     name = "frame-cnn"
     input_kind = "frames"
     description = "per-frame CNN (small | resnet18 | resnet50 | vgg19), pooled over frames, FC -> 3"
-    defaults = {
-        "backbone": "small",
-        "width": 16,
-        "spatial": "avgmax",
-        "input_size": 0,
-        "temporal": "mean",
-        "hidden": 64,
-        "dropout": 0.5,
-        "freeze": False,
-        "crop_scale": 0.6,
-        "flip": True,
-        "train_frames": 5,
-    }
+
+    @dataclass(frozen=True)
+    class Options(options.Options):
+        backbone: Literal["small", "resnet18", "resnet50", "vgg19"] = "small"
+        width: int = 16  # channels of the small backbone's first stage
+        spatial: Literal["avg", "avgmax"] = "avgmax"
+        input_size: int = 0  # 0: the backbone's own (80 small, 224 ImageNet)
+        temporal: Literal["mean", "attention", "lstm"] = "mean"
+        hidden: int = 64
+        dropout: float = 0.5
+        freeze: bool = False
+        crop_scale: float = 0.6
+        flip: bool = True
+        train_frames: int = 5
+
+        def check(self):
+            if self.input_size and self.input_size < 32:
+                return f"input_size {self.input_size} is too small (>= 32)"
+            return None
+
     train_defaults = {"batch_size": 16}
 
     def __init__(self, **config):
         super().__init__(**config)
+        if not self.options.input_size:  # resolved, so the checkpoint states the size used
+            self.options = replace(self.options, input_size=_INPUT_SIZE[self.options.backbone])
         o = self.options
-        if o["backbone"] not in _INPUT_SIZE:
-            raise GemoError(f"frame-cnn: unknown backbone {o['backbone']!r}; "
-                            f"choose from {', '.join(_INPUT_SIZE)}")
-        if o["spatial"] not in ("avg", "avgmax"):
-            raise GemoError(f"frame-cnn: spatial must be avg or avgmax, not {o['spatial']!r}")
-        if o["temporal"] not in ("mean", "attention", "lstm"):
-            raise GemoError(f"frame-cnn: temporal must be mean, attention or lstm, "
-                            f"not {o['temporal']!r}")
-        if not o["input_size"]:
-            o["input_size"] = _INPUT_SIZE[o["backbone"]]
-        if o["input_size"] < 32:
-            raise GemoError(f"frame-cnn: input_size {o['input_size']} is too small (>= 32)")
-        self.backbone, width = _backbone(o["backbone"], self.input_dim, o["width"], o["spatial"])
-        if o["temporal"] == "attention":
-            self.score = nn.Sequential(nn.Linear(width, o["hidden"]), nn.Tanh(),
-                                       nn.Linear(o["hidden"], 1, bias=False))
-        elif o["temporal"] == "lstm":
-            self.lstm = nn.LSTM(width, o["hidden"], batch_first=True)
-            width = o["hidden"]
+        self.backbone, width = _backbone(o.backbone, self.input_dim, o.width, o.spatial)
+        if o.temporal == "attention":
+            self.score = nn.Sequential(nn.Linear(width, o.hidden), nn.Tanh(),
+                                       nn.Linear(o.hidden, 1, bias=False))
+        elif o.temporal == "lstm":
+            self.lstm = nn.LSTM(width, o.hidden, batch_first=True)
+            width = o.hidden
         self._embedding_dim = width
-        self.head = nn.Sequential(nn.Dropout(o["dropout"]), nn.Linear(width, self.num_classes))
-        if o["freeze"]:
+        self.head = nn.Sequential(nn.Dropout(o.dropout), nn.Linear(width, self.num_classes))
+        if o.freeze:
             self.backbone.requires_grad_(False)
 
     @property
@@ -93,7 +94,7 @@ class FrameCNN(Model):
 
     def train(self, mode=True):
         super().train(mode)
-        if self.options["freeze"]:
+        if self.options.freeze:
             self.backbone.eval()  # frozen batch-norm statistics stay the pretrained ones
         return self
 
@@ -101,7 +102,7 @@ class FrameCNN(Model):
         """``x``: ``[batch, frames, 3, size, size]`` float, normalised."""
         batch, frames = x.shape[:2]
         per_frame = self.backbone(x.flatten(0, 1)).view(batch, frames, -1)
-        temporal = self.options["temporal"]
+        temporal = self.options.temporal
         if temporal == "mean":
             return per_frame.mean(dim=1)
         if temporal == "attention":
@@ -116,7 +117,7 @@ class FrameCNN(Model):
         ``weights``: None (search the known files), a known name, a folder or a file
         (see :func:`gemo.weights.resolve`). The ``small`` backbone has none.
         """
-        name = self.options["backbone"]
+        name = self.options.backbone
         if name not in BACKBONE_WEIGHTS:
             raise GemoError(f"backbone {name!r} has no pretrained weights; "
                             f"use one of {', '.join(BACKBONE_WEIGHTS)}")

@@ -123,7 +123,7 @@ class FrameInputs(Inputs):
         ``arrays`` may be a generator: clips are resized one at a time, so only the
         resized set is held in memory.
         """
-        size = self.options["input_size"]
+        size = self.options.input_size
         out = []
         for array in arrays:
             target = min(array.shape[1], round(size * 8 / 7)) if train else size
@@ -146,14 +146,14 @@ class FrameInputs(Inputs):
         random subset of ``train_frames`` frames per clip."""
         o = self.options
         count = frames.shape[1]
-        keep = o["train_frames"] if 0 < o["train_frames"] < count else count
+        keep = o.train_frames if 0 < o.train_frames < count else count
         out = []
         for clip in frames:
             if keep < count:
                 picked = torch.randperm(count, generator=generator)[:keep].sort().values
                 clip = clip[picked]
-            clip = _random_resized_crop(clip, o["input_size"], o["crop_scale"], generator)
-            if o["flip"] and torch.rand((), generator=generator) < 0.5:
+            clip = _random_resized_crop(clip, o.input_size, o.crop_scale, generator)
+            if o.flip and torch.rand((), generator=generator) < 0.5:
                 clip = clip.flip(-1)
             out.append(clip)
         return torch.stack(out)
