@@ -16,6 +16,7 @@ import re
 import shutil
 
 from gemo.errors import GemoError
+from gemo.files import plain
 
 FUSION_PREFIX = "fusion-"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,119}")
@@ -38,11 +39,6 @@ def check_name(name, *, fusion=False):
     return name
 
 
-def plain_json(value):
-    """``value`` as JSON would give it back (tuples as lists, paths as text), for comparing."""
-    return json.loads(json.dumps(value, default=str))
-
-
 def read_config(workspace, name):
     """The ``config.json`` of artifact ``name``, or None when it has none."""
     path = workspace.model_dir(name) / "config.json"
@@ -58,9 +54,9 @@ def claim(workspace, name, request, *, overwrite, what):
     if old is None or overwrite:
         return
     previous = old.get("request")
-    if previous == plain_json(request):
+    if previous == plain(request):
         return
-    changed = _differences(previous or {}, plain_json(request))
+    changed = _differences(previous or {}, plain(request))
     raise GemoError(
         f"{what} {name} already exists, made with other options ({changed}): pass --overwrite "
         f"to replace it, or --name NEW to keep both (`gemo models list` shows them)"

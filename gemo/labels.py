@@ -1,6 +1,7 @@
 """Class names and the VGAF label encoding, in one place."""
 
 CLASSES = ("Positive", "Neutral", "Negative")
+N_CLASSES = len(CLASSES)
 
 # VGAF label files use 1 = Positive, 2 = Neutral, 3 = Negative.
 _VGAF_CODES = {"1": 0, "2": 1, "3": 2}

@@ -12,16 +12,15 @@ read them and line them up by id, never by row order::
 """
 
 import json
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import h5py
 import numpy as np
 
 import gemo
 from gemo.errors import GemoError
-from gemo.labels import CLASSES
+from gemo.files import atomic_write
+from gemo.labels import CLASSES, N_CLASSES
 
 
 @dataclass
@@ -42,7 +41,7 @@ class ScoreTable:
         n = len(self.ids)
         if len(set(self.ids.tolist())) != n:
             raise ValueError(f"{self.model}: duplicate clip ids in score table")
-        if self.probs.shape != (n, len(CLASSES)) or len(self.splits) != n or len(self.oof) != n:
+        if self.probs.shape != (n, N_CLASSES) or len(self.splits) != n or len(self.oof) != n:
             raise ValueError(f"{self.model}: score arrays do not match {n} ids")
         if self.embeddings is not None:
             self.embeddings = np.asarray(self.embeddings, dtype=np.float32)
@@ -71,9 +70,11 @@ class ScoreTable:
 
 def save_scores(path, table):
     """Write ``table`` to ``path`` atomically (a temp file renamed into place)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{path}.tmp"
-    with h5py.File(tmp, "w") as f:
+    atomic_write(path, lambda tmp: _write_table(tmp, table))
+
+
+def _write_table(path, table):
+    with h5py.File(path, "w") as f:
         f.create_dataset("ids", data=table.ids.astype(object), dtype=h5py.string_dtype())
         f.create_dataset("splits", data=table.splits.astype(object), dtype=h5py.string_dtype())
         f.create_dataset("probs", data=table.probs)
@@ -84,7 +85,6 @@ def save_scores(path, table):
         f.attrs["classes"] = json.dumps(list(CLASSES))
         f.attrs["gemo_version"] = gemo.__version__
         f.attrs["info"] = json.dumps(table.attrs, sort_keys=True)
-    os.replace(tmp, path)
 
 
 def load_scores(path):

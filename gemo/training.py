@@ -23,7 +23,6 @@ trained on the whole train split. See docs/training.md.
 """
 
 import copy
-import json
 import os
 import random
 import shlex
@@ -43,7 +42,8 @@ from gemo import artifacts, models
 from gemo.cache.store import FeatureCache
 from gemo.device import resolve_device
 from gemo.errors import GemoError
-from gemo.labels import CLASSES
+from gemo.files import plain, write_json
+from gemo.labels import N_CLASSES
 from gemo.models.checkpoint import build_checkpoint, load_model, save_checkpoint
 from gemo.models.inputs import inputs_for, is_finite
 from gemo.progress import ProgressDisplay
@@ -173,7 +173,7 @@ def train(*, workspace, modality, features, model=None, name=None, overwrite=Fal
     })
     save_scores(workspace.scores_path(name), table)
     history = {"final": final.summary(with_curves=True), "folds": fold_histories}
-    _write_json(out / "history.json", history)
+    write_json(out / "history.json", history)
     plot_curves(out / "curves.png", history, title=f"{name} ({family.name})")
     summary = {
         "name": name,
@@ -193,8 +193,8 @@ def train(*, workspace, modality, features, model=None, name=None, overwrite=Fal
         "n_missing_from_cache": len(index.clips) - len(clips),
         "seconds": round(time.perf_counter() - started, 2),
     }
-    _write_json(out / "config.json", {
-        "name": name, "request": artifacts.plain_json(request),
+    write_json(out / "config.json", {
+        "name": name, "request": plain(request),
         "command": _command(name, request), "modality": modality, "features": feature_meta,
         "architecture": family.name, "config": final.model.config, "hyperparameters": hyper,
         "training": training, "folds": fold_of, "summary": summary,
@@ -584,7 +584,7 @@ def predict_arrays(model, inputs, arrays, ids, *, device="cpu", batch_size=64):
         probs.append(torch.softmax(model.head(embedding), dim=1).float().cpu())
         embeddings.append(embedding.float().cpu())
     if not probs:
-        return np.zeros((0, len(CLASSES)), np.float32), np.zeros((0, 0), np.float32)
+        return np.zeros((0, N_CLASSES), np.float32), np.zeros((0, 0), np.float32)
     return torch.cat(probs).numpy(), torch.cat(embeddings).numpy()
 
 
@@ -669,9 +669,3 @@ def _check_positive(**values):
     for key, value in values.items():
         if not value or value <= 0:
             raise GemoError(f"{key} must be positive, got {value!r}")
-
-
-def _write_json(path, data):
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
-    tmp.replace(path)

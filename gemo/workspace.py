@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 
 from gemo.errors import GemoError
+from gemo.files import write_json
 
 DEFAULT_WORKDIR = "gemo-work"
 
@@ -74,10 +75,7 @@ class Workspace:
 
     def save_index(self, index):
         """Remember ``index`` (a :class:`gemo.data.index.DatasetIndex`)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.index_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(index.to_dict(), indent=1))
-        os.replace(tmp, self.index_path)
+        write_json(self.index_path, index.to_dict())
 
     def load_index(self):
         """The remembered dataset index; :class:`NoDataset` says what to run when there is none."""

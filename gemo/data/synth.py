@@ -28,7 +28,6 @@ Same seed -> byte-identical files (x264 runs single-threaded, muxer bitexact).
 """
 
 import json
-import os
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from multiprocessing import get_context
@@ -40,6 +39,7 @@ from av.codec.context import Flags
 from scipy.signal import lfilter
 
 from gemo.data.cartoon import CLASS_EXPRESSIONS, draw_face
+from gemo.files import atomic_write, write_text
 from gemo.labels import CLASSES, vgaf_code
 
 _BACKGROUND = np.array([[150, 140, 110], [115, 118, 122], [72, 64, 74]], np.float32)
@@ -82,12 +82,12 @@ def make_dataset(out, *, clips_per_class, seed=0, duration=5.0, width=320, heigh
     for name, _ in splits:
         lines = ["Vid_name Label"] + [
             f"{c['id']} {vgaf_code(c['label'])}" for c in clips if c["split"] == name]
-        _write_text(out / f"{name}_labels.txt", "\n".join(lines) + "\n")
+        write_text(out / f"{name}_labels.txt", "\n".join(lines) + "\n")
     params = dict(clips_per_class=clips_per_class, seed=seed, duration=duration, width=width,
                   height=height, fps=fps, sample_rate=sample_rate, cue_noise=cue_noise,
                   splits=[list(s) for s in splits])
     meta = {"params": params, "classes": list(CLASSES), "clips": clips}
-    _write_text(out / "synth.json", json.dumps(meta, indent=1) + "\n")  # last: marks completion
+    write_text(out / "synth.json", json.dumps(meta, indent=1) + "\n")  # last: marks completion
     return out
 
 
@@ -289,50 +289,46 @@ def write_mp4(path, *, frames, audio=None, fps, sample_rate=16000):
     """
     path = Path(path)
     rgb = frames.ndim == 4
-    tmp = path.with_name(path.name + ".tmp")
-    with av.open(str(tmp), "w", format="mp4", options={"fflags": "+bitexact"}) as container:
-        video = container.add_stream("libx264", rate=fps)
-        video.width = frames.shape[2]
-        video.height = frames.shape[1] if rgb else frames.shape[1] * 2 // 3
-        video.pix_fmt = "yuv420p"
-        # zerolatency: no lookahead/B-frames; with them, x264's output varied between runs
-        # under CPU load (seen here), and the same seed must give the same bytes.
-        video.codec_context.options = {"preset": "veryfast", "tune": "zerolatency", "crf": "23",
-                                       "threads": "1"}
-        video.codec_context.flags |= Flags.bitexact
-        video.codec_context.thread_count = 1  # x264's frame threads make output vary run to run
-        sound = None
-        if audio is not None:
-            sound = container.add_stream("aac", rate=sample_rate, layout="mono")
-            sound.codec_context.options = {"aac_coder": "fast"}  # 2x quicker, good enough here
-            sound.codec_context.flags |= Flags.bitexact
-        done = 0
+    def encode(tmp):
+        with av.open(str(tmp), "w", format="mp4", options={"fflags": "+bitexact"}) as container:
+            video = container.add_stream("libx264", rate=fps)
+            video.width = frames.shape[2]
+            video.height = frames.shape[1] if rgb else frames.shape[1] * 2 // 3
+            video.pix_fmt = "yuv420p"
+            # zerolatency: no lookahead/B-frames; with them, x264's output varied between runs
+            # under CPU load (seen here), and the same seed must give the same bytes.
+            video.codec_context.options = {"preset": "veryfast", "tune": "zerolatency", "crf": "23",
+                                           "threads": "1"}
+            video.codec_context.flags |= Flags.bitexact
+            video.codec_context.thread_count = 1  # x264's frame threads make output vary run to run
+            sound = None
+            if audio is not None:
+                sound = container.add_stream("aac", rate=sample_rate, layout="mono")
+                sound.codec_context.options = {"aac_coder": "fast"}  # 2x quicker, good enough here
+                sound.codec_context.flags |= Flags.bitexact
+            done = 0
 
-        def audio_until(end):  # AAC takes 1024-sample frames; pts count samples
-            nonlocal done
-            while sound is not None and done < min(end, audio.size):
-                frame = av.AudioFrame.from_ndarray(audio[None, done:done + 1024],
-                                                   format="fltp", layout="mono")
-                frame.sample_rate, frame.pts = sample_rate, done
-                container.mux(sound.encode(frame))
-                done += 1024
+            def audio_until(end):  # AAC takes 1024-sample frames; pts count samples
+                nonlocal done
+                while sound is not None and done < min(end, audio.size):
+                    frame = av.AudioFrame.from_ndarray(audio[None, done:done + 1024],
+                                                       format="fltp", layout="mono")
+                    frame.sample_rate, frame.pts = sample_rate, done
+                    container.mux(sound.encode(frame))
+                    done += 1024
 
-        for i, array in enumerate(frames):  # interleave: audio up to this frame's end first
-            audio_until((i + 1) * sample_rate / fps)
-            frame = av.VideoFrame.from_ndarray(array, format="rgb24" if rgb else "yuv420p")
-            frame.pts = i
-            container.mux(video.encode(frame))
-        if sound is not None:
-            audio_until(audio.size)
-            container.mux(sound.encode(None))
-        container.mux(video.encode(None))
-    os.replace(tmp, path)
+            for i, array in enumerate(frames):  # interleave: audio up to this frame's end first
+                audio_until((i + 1) * sample_rate / fps)
+                frame = av.VideoFrame.from_ndarray(array, format="rgb24" if rgb else "yuv420p")
+                frame.pts = i
+                container.mux(video.encode(frame))
+            if sound is not None:
+                audio_until(audio.size)
+                container.mux(sound.encode(None))
+            container.mux(video.encode(None))
+    atomic_write(path, encode)
 
 
-def _write_text(path, text):
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _remove_previous(out):

@@ -21,7 +21,6 @@ Honesty rules:
 """
 
 import json
-import os
 
 import numpy as np
 from rich.console import Console
@@ -30,6 +29,7 @@ from rich.markup import escape
 from gemo import artifacts
 from gemo.data.index import SPLITS
 from gemo.errors import GemoError
+from gemo.files import write_text
 from gemo.evaluation.ablation import ablate as ablate_fusion
 from gemo.evaluation.groups import BUCKETS, SMALL_BELOW, bucket, load_group_sizes
 from gemo.evaluation.metrics import summarize
@@ -161,9 +161,9 @@ def evaluate(
         console.print(group_size_table(result["by_group_size"]))
 
     text = json.dumps(result, indent=1)
-    result["metrics_path"] = str(_write(reports / "metrics.json", text))
+    result["metrics_path"] = str(write_text(reports / "metrics.json", text + "\n"))
     if json_path is not None:
-        result["json_path"] = str(_write(json_path, text))
+        result["json_path"] = str(write_text(json_path, text + "\n"))
     return result
 
 
@@ -232,11 +232,3 @@ def _by_group_size(ids, labels, predicted, sizes):
     return out
 
 
-def _write(path, text):
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as handle:
-        handle.write(text + "\n")
-    os.replace(tmp, path)
-    return path

@@ -15,9 +15,7 @@ Conventions, for classes that are absent or never predicted:
 
 import numpy as np
 
-from gemo.labels import CLASSES
-
-N_CLASSES = len(CLASSES)
+from gemo.labels import CLASSES, N_CLASSES
 
 
 def confusion_matrix(y_true, y_pred):

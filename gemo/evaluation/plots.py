@@ -4,7 +4,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from gemo.labels import CLASSES
+from gemo.labels import CLASSES, N_CLASSES
 
 
 def save_confusion_png(path, matrix, *, title=""):
@@ -26,8 +26,8 @@ def save_confusion_png(path, matrix, *, title=""):
                 j, i, f"{matrix[i, j]}\n{share[i, j]:.0%}", ha="center", va="center",
                 color="white" if share[i, j] > 0.5 else "black", fontsize=9,
             )
-    axes.set_xticks(range(len(CLASSES)), CLASSES)
-    axes.set_yticks(range(len(CLASSES)), CLASSES)
+    axes.set_xticks(range(N_CLASSES), CLASSES)
+    axes.set_yticks(range(N_CLASSES), CLASSES)
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
     axes.set_title(title, fontsize=10)

@@ -1,7 +1,6 @@
 """Prediction files in the VGAF label-file format."""
 
-import os
-
+from gemo.files import write_text
 from gemo.labels import vgaf_code
 
 HEADER = "Vid_name Label"
@@ -16,8 +15,5 @@ def write_predictions(path, ids, classes):
     # predictions.txt: "Vid_name Label\\n1_1 1\\n2_1 3\\n"
     """
     lines = [HEADER] + [f"{i} {vgaf_code(int(c))}" for i, c in sorted(zip(ids, classes))]
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as handle:
-        handle.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    write_text(path, "\n".join(lines) + "\n")
     return path

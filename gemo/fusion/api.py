@@ -19,8 +19,6 @@ What a fusion learns from, and what its table's ``oof`` column means:
   which saw all train rows.
 """
 
-import json
-import os
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -33,9 +31,11 @@ from gemo import artifacts
 from gemo.cache import fingerprint_file
 from gemo.data.index import SPLITS
 from gemo.errors import GemoError
-from gemo.fusion.base import N_CLASSES, create, get
+from gemo.files import atomic_write, plain, write_json
+from gemo.fusion.base import create, get
 from gemo.fusion.folds import grouped_folds
 from gemo.fusion.inputs import align, load_tables, oof_flags
+from gemo.labels import N_CLASSES
 from gemo.progress import console as log_console
 from gemo.progress import status
 from gemo.scores import ScoreTable, save_scores
@@ -88,15 +88,15 @@ def fuse(
         progress=progress,
         name=name,
     )
-    result.config["request"] = artifacts.plain_json(request)
+    result.config["request"] = plain(request)
     result.config["command"] = " ".join(
         ["gemo", "fuse", "--method", method, "--models", ",".join(models), "--name", name,
          "--inputs", inputs, "--seed", str(seed)] + (["--full-train"] if full_train else []))
     model_dir = workspace.model_dir(result.name, create=True)
     fuser_path = model_dir / "fuser.joblib"
-    _atomic(fuser_path, lambda tmp: joblib.dump(result.fuser, tmp))
+    atomic_write(fuser_path, lambda tmp: joblib.dump(result.fuser, tmp))
     config_path = model_dir / "config.json"
-    _atomic(config_path, lambda tmp: tmp.write_text(json.dumps(result.config, indent=1, default=_json)))
+    write_json(config_path, result.config)
     scores_path = workspace.scores_path(result.name)
     save_scores(scores_path, result.table)
     return {
@@ -181,16 +181,16 @@ def run_fusion(
         "seed": seed,
         "fitted_on": fitted_on,
         "n_fit": int(fit_rows.sum()),
-        "params": _plain(fuser.get_params()),
-        "best_params": _plain(getattr(fuser, "best_params_", fuser.get_params())),
-        "search_cv_accuracy": _plain(getattr(fuser, "best_score_", None)),
+        "params": plain(fuser.get_params()),
+        "best_params": plain(getattr(fuser, "best_params_", fuser.get_params())),
+        "search_cv_accuracy": plain(getattr(fuser, "best_score_", None)),
         "cv_accuracy": cv_accuracy,
         "n_imputed": n_imputed,
         "imputed": imputed,
     }
     for attribute in ("weights_", "converged_"):
         if hasattr(final, attribute):
-            summary[attribute.rstrip("_")] = _plain(getattr(final, attribute))
+            summary[attribute.rstrip("_")] = plain(getattr(final, attribute))
     if n_imputed and progress:
         counts = {model: sum(per_split.values()) for model, per_split in imputed.items()}
         console.print(
@@ -282,28 +282,3 @@ def _require_oof(tables, ids, missing):
                 f"train clip(s), e.g. {', '.join(examples)}: fusion only learns from out-of-fold "
                 f"train scores; retrain {name} with cross-fitting"
             )
-
-
-def _plain(value):
-    """JSON-friendly copy: tuples -> lists, numpy scalars/arrays -> Python."""
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and np.isnan(value):
-        return None
-    return value
-
-
-def _json(value):
-    return _plain(value)
-
-
-def _atomic(path, write):
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)

@@ -24,10 +24,8 @@ except ImportError:  # scikit-learn < 1.6
 
 
 from gemo.errors import GemoError
-from gemo.labels import CLASSES
+from gemo.labels import N_CLASSES
 from gemo.registry import Registry
-
-N_CLASSES = len(CLASSES)
 
 
 class Fuser(ClassifierMixin, BaseEstimator):

@@ -14,7 +14,7 @@ import numpy as np
 
 from gemo import artifacts
 from gemo.errors import GemoError
-from gemo.labels import CLASSES
+from gemo.labels import N_CLASSES
 from gemo.scores import load_scores
 
 
@@ -45,7 +45,7 @@ def align(tables, ids, *, field="probs", splits=None):
             raise GemoError(
                 f"score table {name!r} has no {field}; fusing {field} needs every model to store them"
             )
-        fill = 1.0 / len(CLASSES) if field == "probs" else 0.0
+        fill = 1.0 / N_CLASSES if field == "probs" else 0.0
         block = np.full((len(ids), values.shape[1]), fill, dtype=np.float64)
         position = {clip_id: row for row, clip_id in enumerate(table.ids.tolist())}
         for i, clip_id in enumerate(ids):

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from gemo.fusion.base import N_CLASSES, ProbabilityFuser, register
+from gemo.fusion.base import ProbabilityFuser, register
+from gemo.labels import N_CLASSES
 
 # Half a vote spread by the mean probability: never outweighs a whole vote,
 # so it only decides between classes with equal vote counts.

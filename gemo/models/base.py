@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from torch import nn
 
 from gemo.errors import GemoError
-from gemo.labels import CLASSES
+from gemo.labels import N_CLASSES
 from gemo import options as typed
 from gemo.registry import Registry
 
-NUM_CLASSES = len(CLASSES)
 
 # What each kind of input looks like per clip, for messages and default choice.
 INPUT_KINDS = {
@@ -55,7 +54,7 @@ class Model(nn.Module):
     class Options(typed.Options):
         """No options (a family with some defines its own ``Options``)."""
 
-    def __init__(self, *, input_dim, num_classes=NUM_CLASSES, **options):
+    def __init__(self, *, input_dim, num_classes=N_CLASSES, **options):
         super().__init__()
         self.options = self.Options.parse(options, owner=f"model {self.name}", word="option")
         self.input_dim = int(input_dim)

@@ -27,6 +27,7 @@ import torch
 
 import gemo
 from gemo.errors import GemoError
+from gemo.files import atomic_write
 from gemo.labels import CLASSES
 from gemo.models.base import create
 from gemo.models.inputs import inputs_for
@@ -93,9 +94,7 @@ def plain(value):
 
 def save_checkpoint(path, checkpoint):
     """Write atomically: a crash leaves the previous checkpoint, never half a file."""
-    tmp = f"{path}.tmp"
-    torch.save(checkpoint, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
 
 
 def load_checkpoint(path):
