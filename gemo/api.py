@@ -22,34 +22,34 @@ def inspect(paths, **options):
 
 
 def weight_files():
-    """Every known weight file: name, filename, description and the verified path or None."""
-    from gemo import weights
+    """Every known weight file: name, file, licence, description, and the verified path or None."""
+    from gemo import pretrained
     from gemo.errors import GemoError
 
     rows = []
-    for name in weights.known():
-        item = weights.entry(name)
+    for name in pretrained.available():
+        item = pretrained.get(name)
         try:
-            path = str(weights.find(name))
+            path = str(pretrained.find(name))
         except GemoError:
             path = None
-        rows.append({"name": name, "filename": item.filename, "description": item.description,
-                     "path": path})
+        rows.append({"name": name, "filename": item.filename, "licence": item.licence,
+                     "description": item.description, "path": path})
     return rows
 
 
 def weights_path(name):
     """The verified path of a known weight file (a clear error when absent)."""
-    from gemo import weights
+    from gemo import pretrained
 
-    return weights.find(name)
+    return pretrained.find(name)
 
 
 def fetch_weights(name):
-    """Fetch a weight file that has a known source; see :func:`gemo.weights.fetch`."""
-    from gemo import weights
+    """Fetch a weight file that has a known source; see :func:`gemo.pretrained.fetch`."""
+    from gemo import pretrained
 
-    return weights.fetch(name)
+    return pretrained.fetch(name)
 
 
 def train(**options):

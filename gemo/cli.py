@@ -452,10 +452,11 @@ def weights():
 
 @weights.command("list")
 def weights_list():
-    """Every known weight file, whether it is present, and where."""
-    table = _table("name", "file", "present at", "description")
+    """Every known weight file: whether it is present and where, and its licence."""
+    table = _table("name", "file", "present at", "licence", "description")
     for row in api.weight_files():
-        table.add_row(row["name"], row["filename"], row["path"] or "[red]missing[/]", row["description"])
+        table.add_row(row["name"], row["filename"], row["path"] or "[red]missing[/]",
+                      row["licence"], row["description"])
     results.print(table)
 
 

@@ -6,17 +6,31 @@
 ...     name = "mean"
 >>> fusers.available(), fusers.get("mean").__name__
 (['mean'], 'Mean')
+>>> class Median:
+...     name = "median"
+>>> with fusers.registered(Median):   # for one test, say; unregistered on leaving
+...     fusers.available()
+['mean', 'median']
 """
+
+import contextlib
+import importlib
 
 from gemo.errors import GemoError
 
 
 class Registry:
-    """Classes registered by their ``name`` attribute; ``kind`` words the error messages."""
+    """Classes (or other objects) registered by their ``name`` attribute.
 
-    def __init__(self, kind, *, check=None):
+    ``kind`` words the error messages. ``modules`` are imported before the first
+    lookup: modules that register entries beside the code using them, which an
+    importer of the registry alone would not have imported yet.
+    """
+
+    def __init__(self, kind, *, check=None, modules=()):
         self.kind = kind
         self._check = check  # optional callable(cls) raising ValueError for a bad class
+        self._modules = tuple(modules)
         self._classes = {}
 
     def register(self, cls):
@@ -28,18 +42,45 @@ class Registry:
         self._classes[cls.name] = cls
         return cls
 
+    def unregister(self, name):
+        """Remove ``name`` (nothing happens when it is not registered)."""
+        self._table().pop(name, None)
+
+    @contextlib.contextmanager
+    def registered(self, cls, *, replace=False):
+        """``cls`` registered inside a ``with`` block only; ``replace`` stands in for a
+        registered one of the same name, which is back afterwards."""
+        table = self._table()
+        previous = table.pop(cls.name, None) if replace else None
+        try:
+            self.register(cls)
+            yield cls
+        finally:
+            if table.get(cls.name) is cls:  # not when register() refused it
+                del table[cls.name]
+            if previous is not None:
+                table[cls.name] = previous
+
     def available(self):
         """Registered names, sorted."""
-        return sorted(self._classes)
+        return sorted(self._table())
 
     def get(self, name):
         """The class registered as ``name``; a clear error lists the others."""
         try:
-            return self._classes[name]
+            return self._table()[name]
         except KeyError:
             raise GemoError(
                 f"unknown {self.kind} {name!r}; available: {', '.join(self.available())}"
             ) from None
 
     def __contains__(self, name):
-        return name in self._classes
+        return name in self._table()
+
+    def _table(self):
+        """The registered classes, once every module in ``modules`` has registered its own."""
+        while self._modules:
+            module, self._modules = self._modules[0], self._modules[1:]  # first: no import loop
+            importlib.import_module(module)
+        return self._classes
+

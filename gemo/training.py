@@ -78,7 +78,7 @@ def train(*, workspace, modality, features, model=None, name=None, overwrite=Fal
     ``name`` defaults to ``<modality>-<features>-<family>``; a model of that name
     trained with other options is refused unless ``overwrite`` (see :mod:`gemo.artifacts`).
     ``pretrained=True`` loads ImageNet weights into the backbone (searched as
-    :mod:`gemo.weights` says; ``weights``, a known name, folder or file, implies it).
+    :mod:`gemo.pretrained` says; ``weights``, a known name, folder or file, implies it).
     ``batch_size`` None takes the family's default (128 for audio, 16 for frames).
     ``folds`` < 2 turns cross-fitting off (train rows then are in-sample, oof=False).
     """

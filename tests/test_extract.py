@@ -152,17 +152,16 @@ def test_failures_are_recorded_and_the_run_goes_on(bad_dataset, tmp_path):
     assert again.extracted == 0 and set(again.failed) == set(kinds)
 
 
-def test_nan_features_fail_the_clip(tmp_path, monkeypatch):
+def test_nan_features_fail_the_clip(tmp_path, enter):
     class Hollow(base.Extractor):
         name = "hollow-test"
-        defaults = {}
 
         def compute(self, media):
             from gemo.extractors.audio import require_finite_rows
 
             return {"features": require_finite_rows(np.full((5, 3), np.nan))}
 
-    monkeypatch.setitem(base._REGISTRY._classes, "hollow-test", Hollow)
+    enter(base.registered(Hollow))
     clip = make_clip(tmp_path / "a_1.mp4")
     (tmp_path / "list.csv").write_text("path,split,label\na_1.mp4,train,1\n")
     [report] = extract(workspace=Workspace(tmp_path / "ws"), dataset=tmp_path / "list.csv",
@@ -321,7 +320,7 @@ def forked_pool(monkeypatch):
 
 @pytest.mark.parametrize(("death", "how"), [("exit", "exit code 1"),
                                              ("sigkill", "killed by signal SIGKILL")])
-def test_a_clip_that_kills_its_worker_takes_no_other_clip_with_it(tmp_path, monkeypatch,
+def test_a_clip_that_kills_its_worker_takes_no_other_clip_with_it(tmp_path, enter,
                                                                    forked_pool, death, how):
     import os
     import signal
@@ -329,7 +328,6 @@ def test_a_clip_that_kills_its_worker_takes_no_other_clip_with_it(tmp_path, monk
 
     class Killer(base.Extractor):
         name = "killer-test"
-        defaults = {}
 
         def compute(self, media):
             if "victim" in str(media.path):  # like a decoder crash: the whole worker process goes
@@ -339,7 +337,7 @@ def test_a_clip_that_kills_its_worker_takes_no_other_clip_with_it(tmp_path, monk
             time.sleep(0.3)  # the neighbours are still running when the victim's worker dies
             return {"x": np.zeros(1)}
 
-    monkeypatch.setitem(base._REGISTRY._classes, "killer-test", Killer)
+    enter(base.registered(Killer))
     names = ["a_1", "a_2", "victim", "a_3", "a_4", "a_5"]
     for name in names:
         make_clip(tmp_path / f"{name}.mp4", seconds=1.0)
@@ -353,11 +351,10 @@ def test_a_clip_that_kills_its_worker_takes_no_other_clip_with_it(tmp_path, monk
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_a_set_whose_required_set_failed_records_upstream(tmp_path, monkeypatch, forked_pool,
+def test_a_set_whose_required_set_failed_records_upstream(tmp_path, enter, forked_pool,
                                                           workers):
     class Source(base.Extractor):
         name = "source-test"
-        defaults = {}
 
         def compute(self, media):
             if "broken" in str(media.path):
@@ -366,14 +363,13 @@ def test_a_set_whose_required_set_failed_records_upstream(tmp_path, monkeypatch,
 
     class Derived(base.Extractor):
         name = "derived-test"
-        defaults = {}
         requires = ("source-test",)
 
         def compute(self, media, inputs):
             return {"y": inputs["source-test"]["x"] * 2}
 
-    monkeypatch.setitem(base._REGISTRY._classes, "source-test", Source)
-    monkeypatch.setitem(base._REGISTRY._classes, "derived-test", Derived)
+    enter(base.registered(Source))
+    enter(base.registered(Derived))
     for name in ("good", "broken"):
         make_clip(tmp_path / f"{name}.mp4", seconds=1.0)
     (tmp_path / "list.csv").write_text("path,split,label\ngood.mp4,train,1\nbroken.mp4,train,1\n")

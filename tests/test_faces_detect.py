@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from skimage.data import astronaut
 
-from gemo import extractors, weights
+from gemo import extractors, pretrained
 from gemo.data.media import read_frames
 from gemo.data.synth import write_mp4
 from gemo.device import resolve_device
@@ -109,7 +109,7 @@ def test_faces_subset_and_bad_inputs(mtcnn, image):
 
 
 def test_mtcnn_weights_are_registered_and_checked(tmp_path, mtcnn, image):
-    assert {"mtcnn.pnet", "mtcnn.rnet", "mtcnn.onet"} <= set(weights.known())
+    assert {"mtcnn.pnet", "mtcnn.rnet", "mtcnn.onet"} <= set(pretrained.available())
     assert [s["name"] for s in mtcnn.describe()["weights"]] == ["mtcnn.pnet", "mtcnn.rnet",
                                                                 "mtcnn.onet"]
     shipped = Path(mtcnn.describe()["weights"][0]["file"]).parent

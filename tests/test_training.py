@@ -280,17 +280,18 @@ def test_egemaps_functionals_use_the_mlp(tmp_path):
     assert _accuracy(table, _labels(workspace), "val") >= 0.75
 
 
-def test_pretrained_backbone_source_is_recorded(tmp_path, monkeypatch):
+def test_pretrained_backbone_source_is_recorded(tmp_path, monkeypatch, enter):
     from torchvision.models import resnet18
 
-    from gemo import weights
+    from gemo import pretrained
 
     file = tmp_path / "home" / "weights" / "resnet18-f37072fd.pth"
     file.parent.mkdir(parents=True)
     torch.save(resnet18(weights=None).state_dict(), file)
     monkeypatch.setenv("GEMO_HOME", str(tmp_path / "home"))
-    monkeypatch.setitem(weights._ENTRIES, "resnet18.imagenet1k_v1", weights.WeightFile(
-        "resnet18.imagenet1k_v1", file.name, weights.sha256_of(file), "", None, "test"))
+    enter(pretrained.registered(pretrained.WeightFile(
+        "resnet18.imagenet1k_v1", file.name, pretrained.sha256_of(file), "", None, "test"),
+        replace=True))
     workspace = make_workspace(tmp_path / "ws", kinds=("frames",))
     train(workspace=workspace, modality="scene", features="frames", backbone="resnet18",
           pretrained=True, freeze=True, input_size=32, folds=0, epochs=1, patience=1,

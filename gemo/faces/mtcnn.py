@@ -22,7 +22,11 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
+from gemo import pretrained
+
 THRESHOLDS = (0.6, 0.7, 0.7)  # P-Net, R-Net, O-Net scores, as in facenet-pytorch
+SIZES = {"pnet": 12, "rnet": 24, "onet": 48}  # P-Net's window, R-Net's and O-Net's crops
+PIXEL_MEAN, PIXEL_STD = 127.5, 128.0  # the networks read (RGB - mean) / std
 FACTOR = 0.709  # scale step of the image pyramid
 CPU_CHUNK = 32  # candidates per R-Net / O-Net call on CPU
 GPU_CHUNK = 1024  # a GPU wants large batches
@@ -54,9 +58,9 @@ def detect(nets, images, *, min_size, thresholds=THRESHOLDS, factor=FACTOR):
 def _propose(pnet, table, min_size, threshold, factor):
     """Stage 1: P-Net slides over an image pyramid; candidates as squares."""
     height, width = table.shape[1] - 1, table.shape[2] - 1
-    scale = 12.0 / min_size
+    scale = SIZES["pnet"] / min_size
     found, owners = [], []
-    while min(height, width) * scale >= 12:
+    while min(height, width) * scale >= SIZES["pnet"]:
         size = (int(height * scale + 1), int(width * scale + 1))
         for image in range(len(table)):  # one image per call keeps the maps in cache
             level = _area_resize(table[image], size)
@@ -78,7 +82,7 @@ def _propose(pnet, table, min_size, threshold, factor):
 
 def _refine(rnet, table, boxes, owner, threshold, chunk):
     """Stage 2: R-Net scores 24-pixel crops; survivors are moved and squared."""
-    (reg, prob), boxes, owner = _classify(rnet, table, boxes, owner, 24, chunk)
+    (reg, prob), boxes, owner = _classify(rnet, table, boxes, owner, SIZES["rnet"], chunk)
     passed = prob[:, 1] > threshold
     boxes = torch.cat([boxes[passed, :4], prob[passed, 1:2]], 1)
     owner, reg = owner[passed], reg[passed]
@@ -88,7 +92,7 @@ def _refine(rnet, table, boxes, owner, threshold, chunk):
 
 def _output(onet, table, boxes, owner, threshold, chunk):
     """Stage 3: O-Net scores 48-pixel crops and places five landmarks."""
-    (reg, marks, prob), boxes, owner = _classify(onet, table, boxes, owner, 48, chunk)
+    (reg, marks, prob), boxes, owner = _classify(onet, table, boxes, owner, SIZES["onet"], chunk)
     passed = prob[:, 1] > threshold
     boxes = torch.cat([boxes[passed, :4], prob[passed, 1:2]], 1)
     owner, reg, marks = owner[passed], reg[passed], marks[passed]
@@ -101,7 +105,7 @@ def _output(onet, table, boxes, owner, threshold, chunk):
 
 
 def _normalise(images):
-    return (images - 127.5) * 0.0078125
+    return (images - PIXEL_MEAN) / PIXEL_STD
 
 
 def _classify(net, table, boxes, owner, size, chunk):
@@ -133,7 +137,7 @@ def _grid_boxes(reg, prob, scale, threshold):
     where = hit.nonzero()
     cell = where[:, 1:].flip(1).to(reg.dtype)  # (x, y) of the cell
     top_left = ((2 * cell + 1) / scale).floor()
-    bottom_right = ((2 * cell + 12) / scale).floor()
+    bottom_right = ((2 * cell + SIZES["pnet"]) / scale).floor()
     offsets = reg.permute(0, 2, 3, 1)[hit]
     boxes = torch.cat([top_left, bottom_right, prob[hit].unsqueeze(1), offsets], 1)
     return boxes, where[:, 0]
@@ -229,3 +233,16 @@ def _nms_min(boxes, owner, threshold):
                 alive[i + 1:] &= ~clash[i, i + 1:]
         kept.append(mine[torch.from_numpy(np.flatnonzero(alive)).to(mine.device)])
     return torch.cat(kept) if kept else owner.new_zeros(0)
+
+
+# The three nets' files ship inside facenet-pytorch (facenet_pytorch/data/*.pt); the hashes are
+# those of facenet-pytorch 2.5.3's files, so an edited or swapped install is noticed before use.
+for _part, _sha256, _size in (
+        ("pnet", "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f", 28_570),
+        ("rnet", "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86", 403_147),
+        ("onet", "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d", 1_559_269)):
+    pretrained.register(pretrained.WeightFile(
+        f"mtcnn.{_part}", f"{_part}.pt", _sha256, "", _size,
+        f"MTCNN {_part[0].upper()}-Net, shipped in facenet-pytorch (facenet_pytorch/data/)",
+        "facenet_pytorch/data", input_size=SIZES[_part], mean=(PIXEL_MEAN,) * 3,
+        std=(PIXEL_STD,) * 3, licence="MIT (facenet-pytorch)"))

@@ -22,13 +22,20 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import nms
 
-from gemo import weights as weights_module
+from gemo import pretrained
 
 WEIGHTS = "retinaface.mobilenet0.25"
 MIN_SIZES = ((16, 32), (64, 128), (256, 512))
 STEPS = (8, 16, 32)
 VARIANCE = (0.1, 0.2)
 MEAN_BGR = (104.0, 117.0, 123.0)  # the network was trained on BGR pixels minus this mean
+
+# No SHA-256 is published for this file: it is checked by loading it into the network.
+pretrained.register(pretrained.WeightFile(
+    WEIGHTS, "mobilenet0.25_Final.pth", None,
+    "https://drive.google.com/open?id=1oZRSG0ZegbVkVwUd8wUIQx8W7yfZ_ki1", None,
+    "RetinaFace mobilenet0.25 (biubug6/Pytorch_Retinaface, trained on WIDER FACE)",
+    mean=MEAN_BGR, std=(1.0, 1.0, 1.0), licence="MIT (biubug6/Pytorch_Retinaface)"))
 
 
 def _conv_bn(inp, out, stride=1, leaky=0.0, kernel=3, relu=True):
@@ -195,15 +202,15 @@ def load_retinaface(*, weights=None, device="cpu"):
     file. The file has no published checksum: its tensors must match the
     network's names and shapes exactly, or a :class:`GemoError` says what differs.
     """
-    state, source = weights_module.resolve([WEIGHTS], weights=weights)
+    state, source = pretrained.resolve([WEIGHTS], weights=weights)
     net = RetinaFace()
     state = {key.removeprefix("module."): value for key, value in state.items()}
     own = net.state_dict()
     for key in own:  # BatchNorm counters are absent from files saved by old torch versions
         if key.endswith("num_batches_tracked") and key not in state:
             state[key] = own[key]
-    weights_module.check_state_dict(state, net, source=source["file"])
+    pretrained.check_state_dict(state, net, source=source["file"])
     net.load_state_dict(state)
     if source.get("sha256") is None:  # record which file it was, since no hash is published
-        source["sha256"] = weights_module.sha256_of(source["file"])
+        source["sha256"] = pretrained.sha256_of(source["file"])
     return net.eval().to(device), source

@@ -6,7 +6,8 @@ frame stream of the EmotiW baseline, in one family:
 * ``backbone``: ``small`` (a compact conv net trained from scratch; the default,
   trains in seconds per epoch on a CPU), or ``resnet18`` / ``resnet50`` /
   ``vgg19`` (torchvision networks built with ``weights=None``; ImageNet weights
-  come from :mod:`gemo.weights` when training with ``pretrained=True``).
+  come from :mod:`gemo.pretrained` when training with ``pretrained=True``; their
+  entries are registered below).
 * ``temporal``: ``mean`` over frames (default), ``attention`` (learned weights
   per frame) or ``lstm`` (last state of an LSTM over the frames).
 * ``input_size``: frames are resized from the cache on the fly; 0 picks the
@@ -30,10 +31,10 @@ from typing import Literal
 import torch
 from torch import nn
 
-from gemo import options
-from gemo import weights as weight_files
+from gemo import options, pretrained
 from gemo.errors import GemoError
 from gemo.models.base import Model, register
+from gemo.models.inputs import IMAGENET_MEAN, IMAGENET_STD
 
 # Known ImageNet files per backbone, preferred first.
 BACKBONE_WEIGHTS = {
@@ -42,6 +43,30 @@ BACKBONE_WEIGHTS = {
     "vgg19": ("vgg19.imagenet1k_v1",),
 }
 _INPUT_SIZE = {"small": 80, "resnet18": 224, "resnet50": 224, "vgg19": 224}
+
+
+def _imagenet(name, filename, sha256, size, weights):
+    """Register torchvision's ImageNet classifier file ``filename`` (``weights``: its enum)."""
+    pretrained.register(pretrained.WeightFile(
+        name, filename, sha256, f"https://download.pytorch.org/models/{filename}", size,
+        f"torchvision {weights}", input_size=_INPUT_SIZE[name.split(".")[0]],
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, licence="BSD-3-Clause (torchvision)"))
+
+
+# The 8 hex chars in a file name are its SHA-256 prefix; the full hashes and sizes are those of
+# the published files.
+_imagenet("resnet18.imagenet1k_v1", "resnet18-f37072fd.pth",
+          "f37072fd47e89c5e827621c5baffa7500819f7896bbacec160b1a16c560e07ec", 46_830_571,
+          "ResNet18_Weights.IMAGENET1K_V1")
+_imagenet("resnet50.imagenet1k_v2", "resnet50-11ad3fa6.pth",
+          "11ad3fa62ca79e40addfd354a8ec4b7c75143b3038b8d2a807fbc68deab379ca", 102_540_417,
+          "ResNet50_Weights.IMAGENET1K_V2")
+_imagenet("resnet50.imagenet1k_v1", "resnet50-0676ba61.pth",
+          "0676ba61b6795bbe1773cffd859882e5e297624d384b6993f7c9e683e722fb8a", None,
+          "ResNet50_Weights.IMAGENET1K_V1")
+_imagenet("vgg19.imagenet1k_v1", "vgg19-dcbb9e9d.pth",
+          "dcbb9e9dad569fff7a846263a77324fc34978fea2bfb039c012d710e1776ae44", 574_673_361,
+          "VGG19_Weights.IMAGENET1K_V1")
 
 
 @register
@@ -115,15 +140,15 @@ class FrameCNN(Model):
         """``(backbone state dict, source)`` from the ImageNet weights file, checked to fit.
 
         ``weights``: None (search the known files), a known name, a folder or a file
-        (see :func:`gemo.weights.resolve`). The ``small`` backbone has none.
+        (see :func:`gemo.pretrained.resolve`). The ``small`` backbone has none.
         """
         name = self.options.backbone
         if name not in BACKBONE_WEIGHTS:
             raise GemoError(f"backbone {name!r} has no pretrained weights; "
                             f"use one of {', '.join(BACKBONE_WEIGHTS)}")
-        state, source = weight_files.resolve(BACKBONE_WEIGHTS[name], weights=weights)
+        state, source = pretrained.resolve(BACKBONE_WEIGHTS[name], weights=weights)
         full = _torchvision(name)  # the whole classifier, as the file stores it
-        weight_files.check_state_dict(state, full, source=source["file"])
+        pretrained.check_state_dict(state, full, source=source["file"])
         full.load_state_dict(state)
         return _strip_head(name, full).state_dict(), source
 

