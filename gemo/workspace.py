@@ -17,6 +17,7 @@ folders they write into (``create=True``, or the writing function does).
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 from gemo.errors import GemoError
@@ -76,6 +77,36 @@ class Workspace:
     def save_index(self, index):
         """Remember ``index`` (a :class:`gemo.data.index.DatasetIndex`)."""
         write_json(self.index_path, index.to_dict())
+
+    def use_dataset(self, dataset=None):
+        """Index ``dataset`` (a VGAF folder or a CSV manifest) and remember it; its index.
+
+        None: the remembered one. A dataset other than the one this workspace's caches
+        were extracted from is refused: their clips would be mixed.
+        """
+        if dataset is None:
+            if not self.index_path.exists():
+                raise GemoError(f"no dataset remembered in {self.root}: name it, `gemo extract "
+                                "DATASET` (a VGAF folder or a CSV manifest), or pass --workdir to "
+                                "the workspace you used")
+            return self.load_index()
+        from gemo.data.index import index_dataset
+        from gemo.progress import console
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            index = index_dataset(dataset)
+        for warning in caught:
+            console.print(f"[yellow]warning:[/] {warning.message}")
+        if self.index_path.exists():
+            previous = self.load_index()
+            if previous.root != index.root and any(self.cache_dir.glob("*.h5")):
+                raise GemoError(
+                    f"{self.root} holds caches of {previous.root}; "
+                    f"use another --workdir for {index.root}"
+                )
+        self.save_index(index)
+        return index
 
     def load_index(self):
         """The remembered dataset index; :class:`NoDataset` says what to run when there is none."""

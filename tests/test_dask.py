@@ -100,16 +100,16 @@ class _CrashOn(distributed.WorkerPlugin):
     def setup(self, worker):
         import os
 
-        from gemo import extraction
+        from gemo.extraction import workers
 
-        original, stem = extraction._worker_run, self.stem
+        original, stem = workers.run_in_worker, self.stem
 
         def run(specs, path, inputs):
             if os.path.splitext(os.path.basename(str(path)))[0] == stem:
                 os._exit(1)
             return original(specs, path, inputs)
 
-        extraction._worker_run = run
+        workers.run_in_worker = run
 
 
 def test_a_clip_that_kills_its_worker_is_recorded_as_crash(synth_data, tmp_path):

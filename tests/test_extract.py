@@ -228,14 +228,14 @@ def test_one_decode_serves_every_set_of_a_clip(tmp_path, monkeypatch):
     chosen = [extractors.create("frames", count=4, size=32), extractors.create("faces", count=4),
               extractors.create("pyaudio"), extractors.create("egemaps")]
     outcomes = run_clip(chosen, clip)
-    assert {name: outcome[0] for name, outcome in outcomes.items()} == dict.fromkeys(
+    assert {name: outcome.status for name, outcome in outcomes.items()} == dict.fromkeys(
         ["frames", "faces", "pyaudio", "egemaps"], "ok")
     assert calls == {"video": 1, "audio": 1}
     # The same values as each set decoding on its own.
     alone = extractors.create("frames", count=4, size=32).extract(clip)
-    np.testing.assert_array_equal(outcomes["frames"][2]["frames"], alone["frames"])
-    np.testing.assert_array_equal(outcomes["faces"][2]["timestamps"], alone["timestamps"])
-    assert outcomes["faces"][2]["counts"].tolist() == [0, 0, 0, 0]
+    np.testing.assert_array_equal(outcomes["frames"].arrays["frames"], alone["frames"])
+    np.testing.assert_array_equal(outcomes["faces"].arrays["timestamps"], alone["timestamps"])
+    assert outcomes["faces"].arrays["counts"].tolist() == [0, 0, 0, 0]
 
 
 def test_one_decoding_pass_picks_the_frames_of_every_count(tmp_path, monkeypatch):
@@ -254,11 +254,11 @@ def test_one_decoding_pass_picks_the_frames_of_every_count(tmp_path, monkeypatch
     assert passes == [[3, 6]]
     for extractor in chosen:
         alone = type(extractor)(**extractor.params.as_dict()).extract(clip)
-        np.testing.assert_array_equal(outcomes[extractor.name][2]["timestamps"],
+        np.testing.assert_array_equal(outcomes[extractor.name].arrays["timestamps"],
                                       alone["timestamps"])
-    np.testing.assert_allclose(outcomes["faces"][2]["timestamps"], [0.5, 1.5, 2.5], atol=0.2)
+    np.testing.assert_allclose(outcomes["faces"].arrays["timestamps"], [0.5, 1.5, 2.5], atol=0.2)
     np.testing.assert_array_equal(
-        outcomes["frames"][2]["frames"],
+        outcomes["frames"].arrays["frames"],
         extractors.create("frames", count=6, size=32).extract(clip)["frames"])
     # A count nobody planned still works: it takes a second pass.
     extra = media.Media(clip, frame_counts=[6]).frames(count=2, size=16)[0]
@@ -275,7 +275,7 @@ def test_a_decode_error_reaches_every_set_without_a_second_try(tmp_path, monkeyp
     opener = media._open
     monkeypatch.setattr(media, "_open", lambda path: calls.append(path) or opener(path))
     outcomes = run_clip([extractors.create("frames"), extractors.create("faces")], bad)
-    assert [outcome[2][0] for outcome in outcomes.values()] == ["decode", "decode"]
+    assert [outcome.kind for outcome in outcomes.values()] == ["decode", "decode"]
     assert len(calls) == 1
 
 
@@ -313,9 +313,9 @@ def forked_pool(monkeypatch):
     """Pool workers forked from the test, so they know the extractors the test registers."""
     from multiprocessing import get_context
 
-    from gemo import extraction
+    from gemo.extraction import workers
 
-    monkeypatch.setattr(extraction, "_worker_context", lambda modules: get_context("fork"))
+    monkeypatch.setattr(workers, "pool_context", lambda modules: get_context("fork"))
 
 
 @pytest.mark.parametrize(("death", "how"), [("exit", "exit code 1"),

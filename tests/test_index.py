@@ -128,6 +128,35 @@ def test_workspace_remembers_index(tmp_path, monkeypatch):
     assert Workspace().load_index() == index
 
 
+def test_the_index_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    """The new index reaches the disk (fsync) before it replaces the old one; a write that
+    fails leaves the old index and no temporary file."""
+    import os
+    from pathlib import Path
+
+    _touch_clips(tmp_path / "data", "Test", ["1_1", "1_2"])
+    workspace = Workspace(tmp_path / "ws")
+    old = index_dataset(tmp_path / "data")
+    synced = []
+    fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.fstat(fd).st_ino) or fsync(fd))
+    workspace.save_index(old)
+    # The file now in place, before it was renamed; then the folder, which records the rename.
+    assert synced == [workspace.index_path.stat().st_ino, workspace.root.stat().st_ino]
+
+    def fail_halfway(path, text):
+        with open(path, "w") as handle:
+            handle.write(text[:10])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", fail_halfway)
+    _touch_clips(tmp_path / "data", "Test", ["1_3"])
+    with pytest.raises(OSError, match="No space"):
+        workspace.save_index(index_dataset(tmp_path / "data"))
+    assert [path.name for path in workspace.root.iterdir()] == ["dataset.json"]
+    assert workspace.load_index() == old
+
+
 def test_cli_names_a_folder_that_is_not_a_dataset_without_a_traceback(tmp_path):
     from click.testing import CliRunner
 

@@ -61,6 +61,21 @@ def test_a_gemo_folder_in_the_current_directory_is_not_what_workers_import(tmp_p
         assert sorted(cache.ids()) == ["a_1", "a_2", "a_3"] and not cache.failures()
 
 
+def test_the_fork_server_preloads_what_workers_run():
+    """Pools pickle a worker's functions by reference: the fork server must have imported
+    their module, or each worker imports it for itself (a wrong name is ignored silently)."""
+    import importlib
+    import pickle
+
+    from gemo.extraction import workers
+
+    for function in (workers.init_worker, workers.run_in_worker):
+        assert pickle.loads(pickle.dumps(function)) is function
+        assert function.__module__ in workers.PRELOAD
+    for module in workers.PRELOAD:
+        importlib.import_module(module)
+
+
 def test_a_worker_that_cannot_start_says_why(tmp_path, enter):
     """Workers of the fork server do not know a set registered in this process only: each
     clip records that the worker could not start, and why, instead of only that it died."""
