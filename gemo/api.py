@@ -1,24 +1,86 @@
-"""What the command line calls: one function per stage.
+"""Every stage as a Python call: what the command line calls, and what a notebook calls.
+
+Each function has keyword-only arguments, their defaults and a docstring where it
+is defined; they are imported here on first use, so ``import gemo.api`` stays quick
+(torch and scikit-learn load only with the stage that needs them).
 
 >>> from gemo import api
->>> ws = api.Workspace("gemo-work")                               # doctest: +SKIP
->>> api.synth("demo-data", clips_per_class=8)                     # doctest: +SKIP
->>> api.extract(workspace=ws, dataset="demo-data")                # doctest: +SKIP
+>>> ws = api.Workspace("gemo-work")                                         # doctest: +SKIP
+>>> api.synth("demo-data", clips_per_class=8)                               # doctest: +SKIP
+>>> api.extract(workspace=ws, dataset="demo-data", sets=["frames", "pyaudio"])  # doctest: +SKIP
+>>> api.train(workspace=ws, modality="audio", features="pyaudio")           # doctest: +SKIP
+>>> api.fuse(workspace=ws, method="svm")                                    # doctest: +SKIP
+>>> api.evaluate(workspace=ws, split="val")["models"]                       # doctest: +SKIP
+
+=============  ====================================================
+``synth``      :func:`gemo.data.synth.make_dataset`
+``extract``    :func:`gemo.extraction.extract`
+``train``      :func:`gemo.training.train`
+``predict``    :func:`gemo.training.predict` (a trained model's scores)
+``fuse``       :func:`gemo.fusion.fuse`
+``evaluate``   :func:`gemo.evaluation.evaluate`
+``demo``       :func:`gemo.demo.run_demo`
+``inspect``    :func:`gemo.inspect.inspect_files`
+``trained``    :func:`gemo.artifacts.describe` (models and fusions)
+``remove``     :func:`gemo.artifacts.remove`
+``fetch_weights`` / ``weights_path``  :func:`gemo.pretrained.fetch` / ``find``
+=============  ====================================================
 """
 
-from gemo import extractors
-from gemo.extraction import cache_summary, extract
+import importlib
+
 from gemo.workspace import Workspace
 
-__all__ = ["Workspace", "demo", "evaluate", "extract", "feature_sets", "fetch_weights", "fuse",
-           "info", "inspect", "remove", "synth", "train", "trained", "weight_files", "weights_path"]
+_STAGES = {
+    "synth": ("gemo.data.synth", "make_dataset"),
+    "extract": ("gemo.extraction", "extract"),
+    "train": ("gemo.training", "train"),
+    "predict": ("gemo.training", "predict"),
+    "fuse": ("gemo.fusion", "fuse"),
+    "evaluate": ("gemo.evaluation", "evaluate"),
+    "demo": ("gemo.demo", "run_demo"),
+    "inspect": ("gemo.inspect", "inspect_files"),
+    "trained": ("gemo.artifacts", "describe"),
+    "remove": ("gemo.artifacts", "remove"),
+    "fetch_weights": ("gemo.pretrained", "fetch"),
+    "weights_path": ("gemo.pretrained", "find"),
+}
+
+__all__ = ["Workspace", "feature_sets", "info", "weight_files", *_STAGES]
 
 
-def inspect(paths, **options):
-    """Faces and expressions of images and videos; see :func:`gemo.inspect.inspect_files`."""
-    from gemo.inspect import inspect_files
+def __getattr__(name):
+    """The stage ``name``, imported on first use (PEP 562)."""
+    if name not in _STAGES:
+        raise AttributeError(f"module 'gemo.api' has no attribute {name!r}")
+    module, function = _STAGES[name]
+    return getattr(importlib.import_module(module), function)
 
-    return inspect_files(paths, **options)
+
+def __dir__():
+    return sorted(__all__)
+
+
+def feature_sets():
+    """Name, description, modality and default parameters of every registered feature set."""
+    from gemo import extractors
+
+    return [{"name": name, "description": extractors.get(name).description,
+             "modality": extractors.get(name).modality,
+             "params": extractors.get(name).Params.defaults()}
+            for name in extractors.available()]
+
+
+def info(*, workspace):
+    """Workspace summary: the indexed dataset and each cache's contents.
+
+    A workdir without a workspace is an error saying what to run (and is not created).
+    """
+    from gemo.extraction import cache_summary
+
+    index = workspace.load_index()
+    dataset = {"root": index.root, "layout": index.layout, "clips": len(index.clips)}
+    return {"workspace": str(workspace.root), "dataset": dataset, "caches": cache_summary(workspace)}
 
 
 def weight_files():
@@ -36,85 +98,3 @@ def weight_files():
         rows.append({"name": name, "filename": item.filename, "licence": item.licence,
                      "description": item.description, "path": path})
     return rows
-
-
-def weights_path(name):
-    """The verified path of a known weight file (a clear error when absent)."""
-    from gemo import pretrained
-
-    return pretrained.find(name)
-
-
-def fetch_weights(name):
-    """Fetch a weight file that has a known source; see :func:`gemo.pretrained.fetch`."""
-    from gemo import pretrained
-
-    return pretrained.fetch(name)
-
-
-def train(**options):
-    """Train one modality's model; see :func:`gemo.training.train`."""
-    from gemo.training import train as run
-
-    return run(**options)
-
-
-def fuse(**options):
-    """Fuse trained models' scores; see :func:`gemo.fusion.fuse`."""
-    from gemo.fusion import fuse as run
-
-    return run(**options)
-
-
-def evaluate(**options):
-    """Metrics and reports for every model and fusion; see :func:`gemo.evaluation.evaluate`."""
-    from gemo.evaluation import evaluate as run
-
-    return run(**options)
-
-
-def trained(*, workspace):
-    """Every trained model and fusion of ``workspace``; see :func:`gemo.artifacts.describe`."""
-    from gemo import artifacts
-
-    return artifacts.describe(workspace)
-
-
-def remove(*, workspace, names):
-    """Delete trained models or fusions; returns the fusions left stale by it."""
-    from gemo import artifacts
-
-    return artifacts.remove(workspace, names)
-
-
-def demo(directory, **options):
-    """The whole pipeline on synthetic data; see :func:`gemo.demo.run_demo`."""
-    from gemo.demo import run_demo
-
-    return run_demo(directory, **options)
-
-
-def synth(out, **options):
-    """Write a synthetic VGAF-layout dataset; see :func:`gemo.data.synth.make_dataset`."""
-    from gemo.data.synth import make_dataset
-
-    return make_dataset(out, **options)
-
-
-def feature_sets():
-    """Name, description and default parameters of every registered feature set."""
-    return [
-        {"name": name, "description": extractors.get(name).description,
-         "params": extractors.get(name).Params.defaults()}
-        for name in extractors.available()
-    ]
-
-
-def info(*, workspace):
-    """Workspace summary: the indexed dataset and each cache's contents.
-
-    A workdir without a workspace is an error saying what to run (and is not created).
-    """
-    index = workspace.load_index()
-    dataset = {"root": index.root, "layout": index.layout, "clips": len(index.clips)}
-    return {"workspace": str(workspace.root), "dataset": dataset, "caches": cache_summary(workspace)}

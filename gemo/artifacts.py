@@ -74,7 +74,7 @@ def _differences(old, new, prefix=""):
     return "; ".join(item for item in out if item) or "an older gemo"
 
 
-def names(workspace):
+def names_of(workspace):
     """Names of the artifacts with a score table: models first, then fusions, each sorted."""
     folder = workspace.scores_dir
     found = sorted(path.stem for path in folder.glob("*.h5")) if folder.is_dir() else []
@@ -97,10 +97,10 @@ def stale_inputs(workspace, config):
     return stale
 
 
-def describe(workspace):
+def describe(*, workspace):
     """One dict per artifact: name, kind, what it was made from, how to make it again, staleness."""
     rows = []
-    for name in names(workspace):
+    for name in names_of(workspace):
         config = read_config(workspace, name) or {}
         summary = config.get("summary", config)
         if is_fusion(name):
@@ -121,11 +121,12 @@ def describe(workspace):
     return rows
 
 
-def remove(workspace, names_to_remove):
-    """Delete artifacts (model folder and score table); returns the fusions now left stale."""
+def remove(*, workspace, names):
+    """Delete models or fusions (folder and score table); returns the fusions now left stale."""
+    names_to_remove = names
     for name in names_to_remove:  # never a path: nothing outside the workspace is touched
         check_name(name, fusion=is_fusion(name))
-    known = names(workspace)
+    known = names_of(workspace)
     unknown = [name for name in names_to_remove
                if name not in known and not (workspace.model_dir(name)).is_dir()]
     if unknown:
@@ -134,5 +135,5 @@ def remove(workspace, names_to_remove):
     for name in names_to_remove:
         (workspace.scores_path(name)).unlink(missing_ok=True)
         shutil.rmtree(workspace.model_dir(name), ignore_errors=True)
-    left = [row for row in describe(workspace) if row["kind"] == "fusion" and row["stale_inputs"]]
+    left = [row for row in describe(workspace=workspace) if row["kind"] == "fusion" and row["stale_inputs"]]
     return [row["name"] for row in left]

@@ -1,6 +1,5 @@
 """`gemo demo`: the whole pipeline on built-in synthetic data, ending with the report."""
 
-import os
 import time
 from pathlib import Path
 
@@ -34,7 +33,7 @@ def run_demo(directory, *, clips_per_class=24, seed=0, workers=None, progress=Tr
     step(f"1/5 synthetic dataset: {clips_per_class} train clips per class -> {data}")
     with progress_bar("synth", None, enabled=progress) as advance:
         make_dataset(data, clips_per_class=clips_per_class, seed=seed,
-                     workers=workers or os.cpu_count() or 1,
+                     workers=workers,
                      progress=lambda done, total: advance(total=total))
     step("2/5 extract frames, pyaudio, egemaps, faces (MTCNN), fer (expressions)")
     extract(workspace=workspace, dataset=data, sets=["frames", "pyaudio", "egemaps", "faces", "fer"],

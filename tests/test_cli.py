@@ -203,3 +203,33 @@ def test_evaluate_tables_on_stdout_progress_on_stderr(tmp_path):
     assert f"wrote {workspace.reports_dir('val') / 'metrics.json'}" in result.stdout
     assert "ablation of fusion-mean: refitting without audio" in result.stderr
     assert "refitting" not in result.stdout
+
+
+def test_help_takes_defaults_from_the_api_and_choices_from_the_registries():
+    from gemo import fusion, models
+
+    text = " ".join(invoke("train", "--help").stdout.split())  # help wraps lines
+    assert "[default: 200]" in text and "[default: 0.001]" in text  # training.train's
+    assert all(name in text for name in models.available())
+    assert "one of: small, resnet18, resnet50, vgg19" in text
+    text = " ".join(invoke("fuse", "--help").stdout.split())
+    assert "one of: " + ", ".join(fusion.available()) in text and "[default: svm" in text
+
+
+def test_options_left_out_are_not_passed_so_the_api_defaults_apply(monkeypatch):
+    from gemo import api
+
+    calls = []
+    monkeypatch.setattr(api, "fuse", lambda **kwargs: calls.append(kwargs) or {"name": "x"})
+    assert invoke("fuse", "--models", "a, b").exit_code == 0
+    assert calls[0]["models"] == ["a", "b"]
+    assert not {"method", "seed", "inputs", "name"} & set(calls[0])
+
+
+def test_the_command_line_starts_without_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, gemo.cli; print('torch' in sys.modules, 'sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

@@ -28,6 +28,7 @@ Same seed -> byte-identical files (x264 runs single-threaded, muxer bitexact).
 """
 
 import json
+import os
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from multiprocessing import get_context
@@ -50,9 +51,9 @@ _PALETTES = np.array([  # three person colours per class, RGB
 ], np.float32)
 
 
-def make_dataset(out, *, clips_per_class, seed=0, duration=5.0, width=320, height=180, fps=15,
+def make_dataset(out, *, clips_per_class=8, seed=0, duration=5.0, width=320, height=180, fps=15,
                  sample_rate=16000, splits=(("Train", 1.0), ("Val", 0.5), ("Test", 0.5)),
-                 cue_noise=0.3, progress=None, workers=1):
+                 cue_noise=0.3, progress=None, workers=None):
     """Write a synthetic VGAF-layout dataset under ``out`` and return its path.
 
     ``progress(done, total)`` is called after each clip; ``workers`` processes
@@ -73,6 +74,7 @@ def make_dataset(out, *, clips_per_class, seed=0, duration=5.0, width=320, heigh
     jobs = [(out / clip["split"] / f"{clip['id']}.mp4", clip.pop("seed"), clip.pop("style"), dict(clip),
              dict(duration=duration, width=width, height=height, fps=fps, sample_rate=sample_rate))
             for clip in clips]
+    workers = workers or os.cpu_count() or 1
     parallel = workers > 1
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) if parallel else nullcontext() as pool:
         results = pool.map(_render, jobs) if pool else map(_render, jobs)

@@ -71,7 +71,7 @@ def evaluate(
     clips = workspace.load_index().split(split)
     if not clips:
         raise GemoError(f"the dataset index has no {split} clips")
-    names = artifacts.names(workspace)
+    names = artifacts.names_of(workspace)
     if not names:
         raise GemoError("no trained model has scores in this workspace: run `gemo train` first")
     refused = _stale_fusions(workspace, names)

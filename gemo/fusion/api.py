@@ -233,7 +233,7 @@ def run_fusion(
 
 def input_models(workspace, models=None):
     """The trained models a fusion takes: ``models`` checked, or every model with scores."""
-    known = artifacts.names(workspace)
+    known = artifacts.names_of(workspace)
     if models is None:
         models = [name for name in known if not artifacts.is_fusion(name)]
         if not models:

@@ -20,7 +20,7 @@ from gemo.scores import load_scores
 
 def load_tables(*, workspace, names):
     """``{name: ScoreTable}`` for ``names``; a clear error lists what is available."""
-    known = artifacts.names(workspace)
+    known = artifacts.names_of(workspace)
     unknown = [name for name in names if name not in known]
     if unknown:
         raise GemoError(f"no score table for {', '.join(unknown)}; available: "

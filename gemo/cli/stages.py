@@ -1,0 +1,303 @@
+"""The pipeline's commands: synth, extract, info, train, fuse, evaluate, demo."""
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.markup import escape
+
+from gemo import api
+from gemo.cli.app import (
+    EXIT_FAILED_CLIPS,
+    ApiOption,
+    assignments,
+    cli,
+    comma_list,
+    device_option,
+    given,
+    print_summary,
+    table,
+    workdir_option,
+)
+from gemo.progress import results
+
+
+def _feature_sets():
+    return [row["name"] for row in api.feature_sets()]
+
+
+def _modalities():
+    return sorted({row["modality"] for row in api.feature_sets()} - {""})
+
+
+def _model_families():
+    from gemo import models
+
+    return models.available()
+
+
+def _backbones():
+    import typing
+
+    from gemo import models
+
+    hints = typing.get_type_hints(models.get("frame-cnn").Options)
+    return list(typing.get_args(hints["backbone"]))
+
+
+def _fusion_methods():
+    from gemo import fusion
+
+    return fusion.available()
+
+
+@cli.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--clips-per-class", type=click.IntRange(1), cls=ApiOption, stage="synth",
+              help="Train clips per class (Val and Test get half as many, at least 2).")
+@click.option("--seed", type=int, cls=ApiOption, stage="synth")
+@click.option("--duration", type=click.FloatRange(1.0), cls=ApiOption, stage="synth",
+              help="Seconds per clip.")
+@click.option("--workers", type=click.IntRange(1), cls=ApiOption, stage="synth",
+              help="Processes rendering clips (default: the machine's cores).")
+def synth(out, clips_per_class, seed, duration, workers):
+    """Write a synthetic VGAF-layout dataset with the class planted in picture and sound.
+
+    \b
+    Example:
+      gemo synth demo-data --clips-per-class 8 --seed 0
+    """
+    root = api.synth(out, **given(clips_per_class=clips_per_class, seed=seed, duration=duration,
+                                  workers=workers))
+    results.print(f"wrote {root}", soft_wrap=True, highlight=False)
+
+
+@cli.command()
+@click.argument("dataset", required=False, type=click.Path(exists=True, path_type=Path))
+@click.option("--only", "sets", metavar="SETS", cls=ApiOption, choices=_feature_sets,
+              help="Comma-separated feature sets (default: frames,pyaudio,egemaps; "
+                   "--list-sets shows their parameters).")
+@click.option("-p", "--param", "params", multiple=True, metavar="SET.KEY=VALUE",
+              help="Extractor parameter, repeatable, e.g. -p frames.count=16 -p frames.size=112.")
+@click.option("--workers", type=click.IntRange(1), cls=ApiOption, stage="extract",
+              help="Worker processes (default: the machine's cores).")
+@click.option("--overwrite", is_flag=True, help="Rebuild the caches of the chosen sets from scratch.")
+@click.option("--executor", type=click.Choice(["local", "dask"]), cls=ApiOption, stage="extract",
+              help="Where clips are computed: local processes, or a Dask distributed cluster "
+                   "(pip install 'gemo[dask]'; see docs/distributed.md).")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="Dask scheduler to use with --executor dask, e.g. tcp://10.0.0.5:8786 "
+                   "(default: start a local cluster of --workers processes).")
+@device_option("extract", help="Where the networks of the faces and fer sets run.")
+@click.option("--batch-size", type=click.IntRange(0), cls=ApiOption, stage="extract",
+              help="Frames (faces) or face crops (fer) per network call; 0: all frames of a "
+                   "clip, and 64 crops (1024 on a GPU). It changes the speed; values agree to "
+                   "float rounding.")
+@click.option("--list-sets", is_flag=True, help="List the feature sets and their parameters, then exit.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@workdir_option
+def extract(dataset, sets, params, workers, overwrite, executor, scheduler, device, batch_size,
+            list_sets, quiet, workdir):
+    """Extract features of DATASET (a VGAF folder or a CSV manifest) into HDF5 caches.
+
+    DATASET is remembered by the workspace; leave it out to reuse it. Finished
+    clips are skipped, so an interrupted run resumes where it stopped. A clip
+    that fails is recorded with its reason and the run goes on. Each clip is
+    decoded once for all the chosen sets.
+
+    \b
+    Exit status: 0 all clips done, 3 some clips failed, 2 usage error.
+    \b
+    Examples:
+      gemo extract vgaf/
+      gemo extract --only frames -p frames.count=16 --workers 4
+      gemo extract manifest.csv --only pyaudio,egemaps,compare-lld
+      gemo extract vgaf/ --executor dask --scheduler tcp://10.0.0.5:8786
+      gemo extract --only faces,fer --device cuda --batch-size 64 --workers 4
+    """
+    if list_sets:
+        for row in api.feature_sets():
+            results.print(f"[bold]{row['name']}[/] ({row['modality'] or 'any'}): "
+                          f"{row['description']}  params: {row['params']}")
+        return
+    reports = api.extract(
+        workspace=api.Workspace(workdir), dataset=dataset, params=assignments(params, per_set=True),
+        overwrite=overwrite, progress=not quiet, scheduler=scheduler,
+        **given(sets=comma_list(sets), workers=workers, executor=executor, device=device,
+                batch_size=batch_size))
+    any_failed = False
+    for report in reports:
+        results.print(f"[bold]{report.feature_set}[/]: {report.extracted} extracted, "
+                      f"{report.skipped} already done, {len(report.failed)} failed")
+        for clip_id, failure in sorted(report.failed.items()):
+            any_failed = True
+            results.print(f"  [red]{clip_id}[/]: {failure['kind']}: {escape(failure['message'])}",
+                          soft_wrap=True)
+    sys.exit(EXIT_FAILED_CLIPS if any_failed else 0)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@workdir_option
+def info(as_json, workdir):
+    """Show what the workspace's caches hold: clips done and failed, parameters, size.
+
+    \b
+    Example:
+      gemo info --json > caches.json
+    """
+    summary = api.info(workspace=api.Workspace(workdir))
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    dataset = summary["dataset"]
+    results.print(f"workspace {summary['workspace']}", soft_wrap=True, highlight=False)
+    results.print(f"dataset {dataset['root']} ({dataset['layout']}, {dataset['clips']} clips)",
+                  soft_wrap=True, highlight=False)
+    rows = table("feature set", "done", "failed", "params", "size")
+    for row in summary["caches"]:
+        rows.add_row(row["feature_set"], f"{row['done']} of {dataset['clips']}",
+                     str(len(row["failed"])), escape(json.dumps(row["params"])),
+                     f"{row['size_bytes'] / 1e6:.1f} MB")
+    results.print(rows)
+    for row in summary["caches"]:
+        for clip_id, failure in sorted(row["failed"].items()):
+            results.print(f"  {row['feature_set']} [red]{clip_id}[/]: "
+                          f"{failure['kind']}: {escape(failure['message'])}", soft_wrap=True)
+
+
+@cli.command()
+@click.argument("modality")
+@click.option("--features", required=True, metavar="SET", cls=ApiOption, choices=_feature_sets,
+              help="Cached feature set to train on.")
+@click.option("--model", metavar="FAMILY", cls=ApiOption, choices=_model_families,
+              help="Model family (default: the feature set's, e.g. blstm-attention for pyaudio).")
+@click.option("--name", metavar="NAME", help="Name of the trained model (default "
+              "MODALITY-FEATURES-FAMILY, e.g. audio-pyaudio-blstm-attention).")
+@click.option("--overwrite", is_flag=True, help="Replace a model of that name trained with other "
+              "options (else refused).")
+@click.option("--backbone", metavar="NAME", cls=ApiOption, choices=_backbones,
+              help="frame-cnn backbone.")
+@click.option("--pretrained", is_flag=True, help="Load ImageNet weights into the backbone (from "
+              "--weights, gemo's weights folder or the torch hub cache; never downloaded).")
+@click.option("--weights", type=click.Path(path_type=Path), help="Pretrained backbone weights file "
+              "(implies --pretrained).")
+@click.option("--epochs", type=click.IntRange(1), cls=ApiOption, stage="train")
+@click.option("--batch-size", type=click.IntRange(1), cls=ApiOption, stage="train",
+              help="Clips per step (default: the family's, e.g. 128 audio, 16 frames).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), cls=ApiOption, stage="train")
+@click.option("--patience", type=click.IntRange(1), cls=ApiOption, stage="train",
+              help="Early stopping: epochs without a better hold-out loss.")
+@click.option("--folds", type=click.IntRange(0), cls=ApiOption, stage="train",
+              help="Cross-fitting folds for out-of-fold train scores (fusion learns from them); "
+                   "0 turns it off.")
+@click.option("--seed", type=int, cls=ApiOption, stage="train")
+@device_option("train")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="Model option, repeatable, e.g. -o hidden=32 -o input_size=112.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@workdir_option
+def train(modality, features, model, name, overwrite, backbone, pretrained, weights, epochs,
+          batch_size, lr, patience, folds, seed, device, options, quiet, workdir):
+    """Train a MODALITY (audio, scene, face) model on a cached feature set; write its
+    checkpoint and per-clip scores.
+
+    \b
+    Examples:
+      gemo train audio --features pyaudio
+      gemo train audio --features egemaps --epochs 100
+      gemo train scene --features frames --backbone resnet18 --pretrained --device cuda
+      gemo train face --features fer
+      gemo train audio --features pyaudio --lr 3e-4 --name audio-pyaudio-slow
+    """
+    summary = api.train(
+        workspace=api.Workspace(workdir), modality=modality, features=features, overwrite=overwrite,
+        pretrained=pretrained, progress=not quiet,
+        **given(model=model, name=name, backbone=backbone, weights=weights, epochs=epochs,
+                batch_size=batch_size, lr=lr, patience=patience, folds=folds, seed=seed,
+                device=device),
+        **assignments(options))
+    print_summary(summary)
+
+
+@cli.command()
+@click.option("--method", cls=ApiOption, stage="fuse", choices=_fusion_methods,
+              help="svm (Pinto 2020), fc (Fusical), mean (soft voting), vote (hard voting), weighted.")
+@click.option("--models", metavar="NAMES", help="Comma-separated trained models (default: all).")
+@click.option("--inputs", type=click.Choice(["probs", "embeddings"]), cls=ApiOption, stage="fuse",
+              help="What the fuser sees; embeddings only with --method fc.")
+@click.option("--full-train", is_flag=True, help="Refit on train+val before predicting test (Pinto 2020).")
+@click.option("--name", metavar="NAME", help="Name of the fusion, starting with fusion- "
+              "(default fusion-METHOD, fusion-fc-embeddings).")
+@click.option("--overwrite", is_flag=True, help="Replace a fusion of that name fitted on other "
+              "models or settings (else refused).")
+@click.option("--seed", type=int, cls=ApiOption, stage="fuse")
+@click.option("--quiet", is_flag=True, help="No progress display.")
+@workdir_option
+def fuse(method, models, inputs, full_train, name, overwrite, seed, quiet, workdir):
+    """Fuse the trained models' class probabilities at score level.
+
+    The fuser learns from the out-of-fold train scores, never in-sample ones.
+
+    \b
+    Examples:
+      gemo fuse --method svm
+      gemo fuse --method weighted --models audio-pyaudio-blstm-attention,scene-frames-frame-cnn
+      gemo fuse --method fc --inputs embeddings
+      gemo fuse --method svm --full-train --name fusion-svm-full
+    """
+    summary = api.fuse(workspace=api.Workspace(workdir), overwrite=overwrite, full_train=full_train,
+                       progress=not quiet, **given(method=method, models=comma_list(models),
+                                                   name=name, inputs=inputs, seed=seed))
+    print_summary(summary)
+
+
+@cli.command()
+@click.option("--split", type=click.Choice(["train", "val", "test"]), cls=ApiOption,
+              stage="evaluate")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write all metrics to this JSON file.")
+@click.option("--ablate", is_flag=True, help="Refit each fusion with each model left out in turn.")
+@click.option("--by", type=click.Choice(["group-size"]), help="Break metrics down by group size "
+              "(needs the faces feature set).")
+@click.option("--quiet", is_flag=True, help="No progress display.")
+@workdir_option
+def evaluate(split, json_path, ablate, by, quiet, workdir):
+    """Accuracy, per-class accuracy, confusion, macro F1 and UAR of every model and fusion.
+
+    On a split without labels (VGAF Test) it writes predictions in the VGAF
+    `<id> <label>` format instead. Reports go to <workdir>/reports/<split>/.
+
+    \b
+    Examples:
+      gemo evaluate --split val --json metrics.json
+      gemo evaluate --split val --ablate
+      gemo evaluate --split test
+    """
+    result = api.evaluate(workspace=api.Workspace(workdir), json_path=json_path, ablate=ablate,
+                          by=by, progress=not quiet, console=results, **given(split=split))
+    for path in (result["metrics_path"], result.get("json_path")):
+        if path:
+            results.print(f"wrote {path}", soft_wrap=True, highlight=False)
+
+
+@cli.command()
+@click.argument("directory", required=False, default="gemo-demo",
+                type=click.Path(file_okay=False, path_type=Path))
+@click.option("--clips-per-class", type=click.IntRange(3), cls=ApiOption, stage="demo",
+              help="Train clips per class of the synthetic data.")
+@click.option("--seed", type=int, cls=ApiOption, stage="demo")
+@click.option("--workers", type=click.IntRange(1), cls=ApiOption, stage="demo",
+              help="Extraction worker processes (default: the machine's cores).")
+def demo(directory, clips_per_class, seed, workers):
+    """Run the whole pipeline on built-in synthetic data and show the report.
+
+    Writes DIRECTORY/data (synthetic clips) and DIRECTORY/work (the workspace):
+    synth, extract, train audio, scene and face, fuse with an SVM, evaluate on val.
+
+    \b
+    Example:
+      gemo demo            # then look at gemo-demo/work/reports/val/
+    """
+    api.demo(directory, **given(clips_per_class=clips_per_class, seed=seed, workers=workers))
