@@ -213,7 +213,7 @@ def test_help_takes_defaults_from_the_api_and_choices_from_the_registries():
     assert all(name in text for name in models.available())
     assert "one of: small, resnet18, resnet50, vgg19" in text
     text = " ".join(invoke("fuse", "--help").stdout.split())
-    assert "one of: " + ", ".join(fusion.available()) in text and "[default: svm" in text
+    assert "one of: " + ", ".join(fusion.available()) in text and "default: svm]" in text
 
 
 def test_options_left_out_are_not_passed_so_the_api_defaults_apply(monkeypatch):
