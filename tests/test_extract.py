@@ -394,3 +394,27 @@ def test_every_set_names_modules_that_import():
     for name in extractors.available():
         for module in extractors.get(name).modules:
             importlib.import_module(module)
+
+
+def test_executors_are_registered_by_name(synth_data, tmp_path, enter):
+    """An executor is one registered class: ``cls(workers=, chosen=, scheduler=)`` with
+    ``start()`` and ``run(tasks, caches)``."""
+    from gemo.extraction import executors
+
+    with pytest.raises(GemoError, match="unknown executor 'ray'; available: dask, local"):
+        extract(workspace=Workspace(tmp_path / "a"), dataset=synth_data, sets=["pyaudio"],
+                executor="ray", progress=False)
+    seen = []
+
+    class Recording(executors.LocalPool):
+        name = "recording-test"
+
+        def run(self, tasks, caches):
+            for clip, outcomes in super().run(tasks, caches):
+                seen.append(clip.id)
+                yield clip, outcomes
+
+    enter(executors.EXECUTORS.registered(Recording))
+    [report] = extract(workspace=Workspace(tmp_path / "b"), dataset=synth_data, sets=["pyaudio"],
+                       executor="recording-test", workers=1, progress=False)
+    assert report.extracted == len(seen) > 0

@@ -23,6 +23,12 @@ from gemo.cli.app import (
 from gemo.progress import results
 
 
+def _executors():
+    from gemo.extraction import executors
+
+    return executors.available()
+
+
 def _feature_sets():
     return [row["name"] for row in api.feature_sets()]
 
@@ -83,7 +89,7 @@ def synth(out, clips_per_class, seed, duration, workers):
 @click.option("--workers", type=click.IntRange(1), cls=ApiOption, stage="extract",
               help="Worker processes (default: the machine's cores).")
 @click.option("--overwrite", is_flag=True, help="Rebuild the caches of the chosen sets from scratch.")
-@click.option("--executor", type=click.Choice(["local", "dask"]), cls=ApiOption, stage="extract",
+@click.option("--executor", cls=ApiOption, stage="extract", choices=_executors,
               help="Where clips are computed: local processes, or a Dask distributed cluster "
                    "(pip install 'gemo[dask]'; see docs/distributed.md).")
 @click.option("--scheduler", metavar="ADDRESS",

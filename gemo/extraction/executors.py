@@ -1,8 +1,10 @@
-"""Where clips are computed: in this process, in a local process pool, or on a Dask cluster.
+"""Where clips are computed, registered by name: ``local`` (this process, or a pool of
+processes on this machine) and ``dask`` (a Dask distributed cluster).
 
-Each executor is a context manager with ``start()`` (start workers early, so they
-load their sets while this process opens caches) and ``run(tasks, caches)``, which
-yields ``(clip, {set: Outcome})`` as clips finish. Arrays required from caches are
+Each executor is built as ``cls(workers=N, chosen=extractors, scheduler=address)``
+and is a context manager with ``start()`` (start workers early, so they load their
+sets while this process opens caches) and ``run(tasks, caches)``, which yields
+``(clip, {set: Outcome})`` as clips finish. Arrays required from caches are
 read here, in the writer; outcomes come back here, so this process stays the only
 writer of the caches. A clip whose worker dies is retried once, alone, then
 recorded as ``crash`` (:class:`TaskQueue`).
@@ -13,38 +15,31 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
 from gemo.errors import GemoError
-from gemo.extraction import workers
+from gemo.extraction import workers as worker
 from gemo.extraction.clip import run_task
+from gemo.registry import Registry
+
+EXECUTORS = Registry("executor")
+register, available, get = EXECUTORS.register, EXECUTORS.available, EXECUTORS.get
 
 
-class InProcess:
-    """Runs clips one after another in this process (one worker)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        pass
-
-    def start(self):
-        """Nothing to start."""
-
-    def run(self, tasks, caches):
-        for task in tasks:
-            yield task.clip, run_task(task.prepare(caches))
-
-
+@register
 class LocalPool:
-    """Runs clips in a pool of ``size`` worker processes on this machine.
+    """Runs clips in a pool of ``workers`` processes on this machine; with one worker,
+    one after another in this process.
 
-    At most ``2 * size`` clips are in flight, so memory does not grow with the
+    At most ``2 * workers`` clips are in flight, so memory does not grow with the
     dataset. A worker that dies (a decoder crash) breaks the pool: it is rebuilt,
     and the clips in flight are retried one at a time.
     """
 
-    def __init__(self, size, chosen):
-        self.size = size
-        self._specs = workers.specs_of(chosen)
+    name = "local"
+
+    def __init__(self, *, workers, chosen, scheduler=None):
+        if scheduler is not None:
+            raise GemoError("a scheduler address needs the dask executor (--executor dask)")
+        self.size = workers
+        self._specs = worker.specs_of(chosen)
         self._modules = [module for extractor in chosen for module in extractor.modules]
         self._executor = None
 
@@ -58,11 +53,11 @@ class LocalPool:
         imports, which overlap with this process's own work meanwhile. Workers spawned
         or forked from this process start before it returns, before any cache is open.
         """
-        if self._executor is not None:
+        if self._executor is not None or self.size <= 1:
             return
-        context = workers.pool_context(self._modules)
+        context = worker.pool_context(self._modules)
         self._executor = executor = ProcessPoolExecutor(
-            self.size, mp_context=context, initializer=workers.init_worker,
+            self.size, mp_context=context, initializer=worker.init_worker,
             initargs=(self._specs,))
 
         def launch():
@@ -76,7 +71,7 @@ class LocalPool:
             # Start the server now, before any cache is open: a process started while
             # this one holds a locked HDF5 file keeps the lock until it execs. Workers
             # fork from the server later, in the background; it holds no such file.
-            workers.start_fork_server()
+            worker.start_fork_server()
             threading.Thread(target=launch, daemon=True).start()
         else:
             launch()
@@ -87,6 +82,10 @@ class LocalPool:
             self._executor.shutdown(wait=exc_type is None, cancel_futures=True)
 
     def run(self, tasks, caches):
+        if self.size <= 1:  # no pool: nothing to start, nothing to pickle
+            for task in tasks:
+                yield task.clip, run_task(task.prepare(caches))
+            return
         queue = TaskQueue(tasks, caches, limit=2 * self.size)
         in_flight = {}
         while queue or in_flight:
@@ -96,8 +95,8 @@ class LocalPool:
             broken = False
             for index, task in enumerate(ready):
                 try:
-                    future = self._executor.submit(workers.run_in_worker,
-                                                   workers.specs_of(task.extractors),
+                    future = self._executor.submit(worker.run_in_worker,
+                                                   worker.specs_of(task.extractors),
                                                    task.clip.path, task.inputs)
                 except BrokenProcessPool:  # a worker died since the last results came in
                     queue.put_back(ready[index:])
@@ -130,7 +129,7 @@ class LocalPool:
         # broken pool (CPython gh-94777); the exit codes are awaited here, for a bounded time.
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._executor = None
-        return workers.how_they_died(workers.exit_codes(processes))
+        return worker.how_they_died(worker.exit_codes(processes))
 
 
 class TaskQueue:
@@ -184,16 +183,19 @@ class TaskQueue:
         return None
 
 
+@register
 class DaskPool:
     """Runs clips on a Dask distributed cluster, as :class:`LocalPool` does locally.
 
     Workers compute :func:`gemo.extraction.workers.run_in_worker`. At most
     ``2 * threads`` of the cluster are in flight. ``scheduler`` None starts (and
-    closes) a local cluster of ``size`` processes.
+    closes) a local cluster of ``workers`` processes.
     """
 
-    def __init__(self, size, scheduler=None):
-        self.size = size
+    name = "dask"
+
+    def __init__(self, *, workers, chosen=(), scheduler=None):
+        self.size = workers
         self.scheduler = scheduler
         self._client = None
         self._cluster = None
@@ -250,8 +252,8 @@ class DaskPool:
                 ready, upstream_failed = queue.next(len(in_flight))
                 yield from upstream_failed
                 for task in ready:
-                    future = self._client.submit(workers.run_in_worker,
-                                                 workers.specs_of(task.extractors),
+                    future = self._client.submit(worker.run_in_worker,
+                                                 worker.specs_of(task.extractors),
                                                  task.clip.path, task.inputs, pure=False)
                     in_flight[future.key] = future, task
                     finished.add(future)

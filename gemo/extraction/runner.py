@@ -13,8 +13,8 @@ from gemo import extractors
 from gemo.cache.store import CacheMismatch, FeatureCache, fingerprint_file, same_source
 from gemo.device import resolve_device
 from gemo.errors import GemoError
+from gemo.extraction import executors
 from gemo.extraction.clip import Task, release_memory
-from gemo.extraction.executors import DaskPool, InProcess, LocalPool
 from gemo.progress import progress_bar
 
 DEFAULT_SETS = ("frames", "pyaudio", "egemaps")
@@ -48,10 +48,6 @@ def extract(*, workspace, dataset=None, sets=None, params=None, workers=None, ov
     ``workers`` processes started for this run. Results come back to this
     process, which stays the only writer of the caches (docs/distributed.md).
     """
-    if executor not in ("local", "dask"):
-        raise GemoError(f"unknown executor {executor!r}: choose local or dask")
-    if scheduler is not None and executor != "dask":
-        raise GemoError("a scheduler address needs the dask executor (--executor dask)")
     if batch_size < 0:
         raise GemoError(f"batch size must be >= 0 (0: each set's default), not {batch_size}")
     index = workspace.use_dataset(dataset)
@@ -65,11 +61,8 @@ def extract(*, workspace, dataset=None, sets=None, params=None, workers=None, ov
         for name in sets])
     if any(e.uses_device for e in chosen):
         resolve_device(device)  # a wrong --device stops the run here, not once per clip
-    workers = workers or os.cpu_count() or 1
-    if executor == "dask":
-        pool = DaskPool(workers, scheduler)
-    else:
-        pool = LocalPool(workers, chosen) if workers > 1 else InProcess()
+    pool = executors.get(executor)(workers=workers or os.cpu_count() or 1, chosen=chosen,
+                                   scheduler=scheduler)
     with ExitStack() as stack:
         stack.enter_context(pool)
         # Creating a cache computes its provenance (networks load, openSMILE names its
