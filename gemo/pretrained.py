@@ -6,7 +6,7 @@ it was looked for and where to put it.
 
 Each entry (a :class:`WeightFile`: file, url, sha256, input size, mean/std,
 licence) is registered beside the network that uses it: the ImageNet backbones
-in :mod:`gemo.models.frame_cnn`, the face networks in :mod:`gemo.faces`.
+in :mod:`gemo.models.backbones`, the face networks in :mod:`gemo.faces`.
 :data:`WEIGHTS` imports those modules (:data:`ENTRY_MODULES`) before its first
 lookup, so every entry is known whatever the caller imported.
 

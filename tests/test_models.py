@@ -197,3 +197,23 @@ def test_inputs_refuse_a_feature_set_of_the_wrong_shape():
         inputs.check("c1", {"features": np.zeros((498, 34))}, "pyaudio")
     with pytest.raises(GemoError, match="no 'features' array"):
         inputs.check("c1", {"frames": np.zeros((2, 8, 8, 3))}, "frames")
+
+
+def test_a_registered_backbone_is_a_frame_cnn_choice(enter):
+    from torch import nn
+
+    from gemo.models import backbones
+
+    class Tiny(backbones.Backbone):
+        name = "tiny-test"
+        input_size = 32
+
+        def build(self, *, channels, width, spatial):
+            return nn.Sequential(nn.Conv2d(channels, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()), 4
+
+    enter(backbones.BACKBONES.registered(Tiny))
+    model = models.create("frame-cnn", input_dim=3, backbone="tiny-test").eval()
+    assert model.config["input_size"] == 32  # the backbone's own size
+    assert model(torch.zeros(2, 3, 3, 32, 32)).shape == (2, 3)
+    with pytest.raises(GemoError, match="tiny-test has no pretrained weights|'tiny-test' has no"):
+        model.pretrained_state()

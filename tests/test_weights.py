@@ -228,11 +228,11 @@ def test_registered_replaces_an_entry_for_a_block_and_puts_it_back():
 
 def test_entries_live_beside_their_networks_with_input_and_licence():
     from gemo.faces import fer, mtcnn, retinaface
-    from gemo.models import frame_cnn
+    from gemo.models import backbones
     from gemo.models.inputs import IMAGENET_MEAN, IMAGENET_STD
 
-    for names in frame_cnn.BACKBONE_WEIGHTS.values():
-        for name in names:
+    for backbone in backbones.available():
+        for name in backbones.get(backbone).weights:
             item = pretrained.get(name)
             assert (item.input_size, item.mean, item.std) == (224, IMAGENET_MEAN, IMAGENET_STD)
             assert item.licence == "BSD-3-Clause (torchvision)"

@@ -44,12 +44,9 @@ def _model_families():
 
 
 def _backbones():
-    import typing
+    from gemo.models import backbones
 
-    from gemo import models
-
-    hints = typing.get_type_hints(models.get("frame-cnn").Options)
-    return list(typing.get_args(hints["backbone"]))
+    return backbones.available()
 
 
 def _fusion_methods():

@@ -27,7 +27,7 @@ from gemo.models.base import (
 )
 
 # Modules that hold helpers rather than model families.
-_SUPPORT = {"base", "checkpoint", "inputs"}
+_SUPPORT = {"backbones", "base", "checkpoint", "inputs"}
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in _SUPPORT:
