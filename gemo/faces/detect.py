@@ -31,7 +31,7 @@ from gemo.registry import Registry
 LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")  # as seen in the image
 
 _DETECTORS = Registry("face detector")
-available = _DETECTORS.available
+register, available = _DETECTORS.register, _DETECTORS.available
 
 
 @dataclass(frozen=True)

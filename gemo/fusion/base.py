@@ -92,6 +92,7 @@ def full_proba(estimator, proba):
 
 _REGISTRY = Registry("fusion method")
 register, available, get = _REGISTRY.register, _REGISTRY.available, _REGISTRY.get
+registered = _REGISTRY.registered  # a class registered inside a with block (tests)
 
 
 def create(name, **params):

@@ -82,6 +82,7 @@ def _check_input_kind(cls):
 
 _REGISTRY = Registry("model", check=_check_input_kind)
 register, available, get = _REGISTRY.register, _REGISTRY.available, _REGISTRY.get
+registered = _REGISTRY.registered  # a class registered inside a with block (tests)
 
 
 def create(name, **config):
