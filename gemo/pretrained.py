@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 
 from gemo.errors import GemoError
+from gemo.files import sha256_file
 from gemo.registry import Registry
 
 
@@ -109,14 +110,6 @@ def search_dirs():
     return [gemo_home() / "weights", Path(torch.hub.get_dir()) / "checkpoints"]
 
 
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify(path, item):
     """Raise :class:`GemoError` unless ``path`` has ``item``'s size and SHA-256."""
     path = Path(path)
@@ -129,7 +122,7 @@ def verify(path, item):
         )
     if item.sha256 is None:  # no published hash: the caller checks the tensors instead
         return path
-    digest = sha256_of(path)
+    digest = sha256_file(path)
     if not digest.startswith(item.sha256):
         raise GemoError(
             f"{path}: SHA-256 {digest[:16]}... does not match {item.filename} "
@@ -212,7 +205,7 @@ def load_file(path):
         raise GemoError(f"weights file {path} does not exist")
     if by_filename(path.name) is not None:
         return _known(verify(path, by_filename(path.name)))
-    return _load(path), {"file": str(path), "name": None, "sha256": sha256_of(path)}
+    return _load(path), {"file": str(path), "name": None, "sha256": sha256_file(path)}
 
 
 def _known(path):

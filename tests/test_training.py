@@ -16,6 +16,7 @@ from gemo import training
 from gemo.cache.store import FeatureCache
 from gemo.data.index import Clip, DatasetIndex
 from gemo.errors import GemoError
+from gemo.files import sha256_file
 from gemo.models import load_model
 from gemo.scores import load_scores
 from gemo.training import assign_folds, holdout_split, predict, train
@@ -290,7 +291,7 @@ def test_pretrained_backbone_source_is_recorded(tmp_path, monkeypatch, enter):
     torch.save(resnet18(weights=None).state_dict(), file)
     monkeypatch.setenv("GEMO_HOME", str(tmp_path / "home"))
     enter(pretrained.registered(pretrained.WeightFile(
-        "resnet18.imagenet1k_v1", file.name, pretrained.sha256_of(file), "", None, "test"),
+        "resnet18.imagenet1k_v1", file.name, sha256_file(file), "", None, "test"),
         replace=True))
     workspace = make_workspace(tmp_path / "ws", kinds=("frames",))
     train(workspace=workspace, modality="scene", features="frames", backbone="resnet18",

@@ -26,6 +26,7 @@ import numpy as np
 
 import gemo
 from gemo.errors import GemoError
+from gemo.files import sha256_file
 
 FORMAT = "gemo-feature-cache/1"
 
@@ -47,11 +48,7 @@ def fingerprint_file(path, *, previous=None):
     stat = os.stat(path)
     if previous and previous.get("size") == stat.st_size and previous.get("mtime_ns") == stat.st_mtime_ns:
         return dict(previous)
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest.hexdigest()}
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256_file(path)}
 
 
 def same_source(a, b):

@@ -3,6 +3,7 @@
 import numpy as np
 
 from gemo.extractors.base import Extractor, register
+from gemo.files import sha256_file
 
 # gemo.faces.fer imports torch: loaded on first use, so `gemo --help` and resumed runs stay quick.
 
@@ -33,7 +34,7 @@ class FER(Extractor):
     def info(self):
         fer = _fer()
         return {"feature_names": fer.feature_names(), "classes": list(fer.FER_CLASSES),
-                "weights_sha256": fer.pretrained.sha256_of(self.weights_file)}
+                "weights_sha256": sha256_file(self.weights_file)}
 
     def load(self):
         if getattr(self, "_model", None) is None:  # built in the worker, not pickled

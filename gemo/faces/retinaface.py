@@ -23,6 +23,7 @@ from torch import nn
 from torchvision.ops import nms
 
 from gemo import pretrained
+from gemo.files import sha256_file
 
 WEIGHTS = "retinaface.mobilenet0.25"
 MIN_SIZES = ((16, 32), (64, 128), (256, 512))
@@ -212,5 +213,5 @@ def load_retinaface(*, weights=None, device="cpu"):
     pretrained.check_state_dict(state, net, source=source["file"])
     net.load_state_dict(state)
     if source.get("sha256") is None:  # record which file it was, since no hash is published
-        source["sha256"] = pretrained.sha256_of(source["file"])
+        source["sha256"] = sha256_file(source["file"])
     return net.eval().to(device), source
