@@ -1,7 +1,10 @@
 """Score tables: a model's per-clip class probabilities, keyed by clip id.
 
 Training writes one ``scores/<model>.h5`` per model; fusion and evaluation
-read them and line them up by id, never by row order::
+read them (:func:`load_tables`) and line them up by id, never by row order
+(:func:`align`): a clip missing from a model's table (its extraction or training
+failed) gets uniform probabilities (1/3 each) or a zero embedding for that
+model, and is counted. The file::
 
     /ids         str   [N]      clip ids
     /splits      str   [N]      train / val / test
@@ -18,6 +21,7 @@ import h5py
 import numpy as np
 
 import gemo
+from gemo import artifacts
 from gemo.errors import GemoError
 from gemo.files import atomic_write
 from gemo.labels import CLASSES, N_CLASSES
@@ -102,3 +106,60 @@ def load_scores(path):
             f["embeddings"][()] if "embeddings" in f else None,
             json.loads(f.attrs["info"]),
         )
+
+
+def load_tables(*, workspace, names):
+    """``{name: ScoreTable}`` for ``names``; a clear error lists what is available."""
+    return {name: load_scores(workspace.scores_path(name))
+            for name in require_tables(workspace, names)}
+
+
+def require_tables(workspace, names):
+    """``names`` if each has a score table in ``workspace``; else an error listing those it has."""
+    known = artifacts.names_of(workspace)
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise GemoError(f"no score table for {', '.join(unknown)}; available: "
+                        f"{', '.join(known) or 'none (run `gemo train` first)'}")
+    return names
+
+
+def align(tables, ids, *, field="probs", splits=None):
+    """Concatenate each table's ``field`` for ``ids``, model after model.
+
+    Returns ``(X, missing)``: ``X`` is ``[len(ids), sum of widths]``, and
+    ``missing[i, m]`` is True where model ``m`` had no row for ``ids[i]``
+    (filled with 1/3 for probabilities, 0 for embeddings). With ``splits``
+    (the index's split of each id), a table placing a clip in another split is
+    an error: its scores were made for another dataset index.
+    """
+    ids = list(ids)
+    blocks, missing = [], np.zeros((len(ids), len(tables)), dtype=bool)
+    for m, (name, table) in enumerate(tables.items()):
+        values = table.probs if field == "probs" else table.embeddings
+        if values is None:
+            raise GemoError(
+                f"score table {name!r} has no {field}; fusing {field} needs every model to store them"
+            )
+        fill = 1.0 / N_CLASSES if field == "probs" else 0.0
+        block = np.full((len(ids), values.shape[1]), fill, dtype=np.float64)
+        position = {clip_id: row for row, clip_id in enumerate(table.ids.tolist())}
+        for i, clip_id in enumerate(ids):
+            row = position.get(clip_id)
+            if row is None:
+                missing[i, m] = True
+                continue
+            if splits is not None and table.splits[row] != splits[i]:
+                raise GemoError(
+                    f"score table {name!r} puts clip {clip_id!r} in {table.splits[row]!r} but the "
+                    f"dataset index says {splits[i]!r}: the table is stale, retrain {name}"
+                )
+            block[i] = values[row]
+        blocks.append(block)
+    return np.hstack(blocks), missing
+
+
+def oof_flags(table, ids):
+    """``oof`` of ``table`` for ``ids`` (True where the table has no row, i.e. imputed)."""
+    position = {clip_id: row for row, clip_id in enumerate(table.ids.tolist())}
+    return np.array([bool(table.oof[position[i]]) if i in position else True for i in ids])

@@ -106,14 +106,14 @@ def test_ctrl_c_says_what_the_command_leaves(command, after, monkeypatch, tmp_pa
 
 
 def test_interrupted_training_writes_nothing(extracted, tmp_path, monkeypatch):
-    from gemo import training
+    from gemo.training import crossfit
 
     def interrupted(*args, **options):
         raise KeyboardInterrupt
 
     work = tmp_path / "work"
     shutil.copytree(extracted[0], work)
-    monkeypatch.setattr(training, "fit_model", interrupted)
+    monkeypatch.setattr(crossfit, "fit_model", interrupted)
     result = invoke("train", "audio", "--features", "pyaudio", "--folds", 0, "--workdir", work)
     assert result.exit_code == 130 and "nothing was written" in result.stderr
     assert sorted(path.name for path in work.iterdir()) == ["cache", "dataset.json"]

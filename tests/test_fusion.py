@@ -9,7 +9,7 @@ from sklearn.exceptions import NotFittedError
 from gemo import fusion
 from gemo.data.index import Clip, DatasetIndex
 from gemo.errors import GemoError
-from gemo.fusion.folds import grouped_folds
+from gemo.folds import grouped_folds
 from gemo.scores import ScoreTable, load_scores, save_scores
 from gemo.workspace import Workspace
 

@@ -5,21 +5,24 @@ is planted in the features (a shifted feature for audio, a colour for frames),
 grouped in source videos of two clips, plus a per-video nuisance offset.
 """
 
+import inspect
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from gemo import training
 from gemo.cache.store import FeatureCache
 from gemo.data.index import Clip, DatasetIndex
 from gemo.errors import GemoError
 from gemo.files import sha256_file
+from gemo.folds import grouped_folds
 from gemo.models import load_model
 from gemo.scores import load_scores
-from gemo.training import assign_folds, holdout_split, predict, train
+from gemo.training import Recipe, assign_folds, crossfit, holdout_split, predict, train
 from gemo.workspace import Workspace
 
 AUDIO_PARAMS = {"sample_rate": 16000, "step": 0.01, "window": 0.025}
@@ -205,7 +208,7 @@ def test_same_seed_gives_identical_probabilities(tmp_path):
 def test_fold_models_never_see_their_own_rows(tmp_path, monkeypatch):
     """Record what each model is trained on and what it scores (independent of the model)."""
     calls = []
-    fit, score = training._Runner.fit, training._Runner.score
+    fit, score = crossfit.Runner.fit, crossfit.Runner.score
 
     def recording_fit(self, clips, **kwargs):
         calls.append(("fit", {c.id for c in clips}))
@@ -215,8 +218,8 @@ def test_fold_models_never_see_their_own_rows(tmp_path, monkeypatch):
         calls.append(("score", set(ids), oof))
         return score(self, result, ids, oof=oof)
 
-    monkeypatch.setattr(training._Runner, "fit", recording_fit)
-    monkeypatch.setattr(training._Runner, "score", recording_score)
+    monkeypatch.setattr(crossfit.Runner, "fit", recording_fit)
+    monkeypatch.setattr(crossfit.Runner, "score", recording_score)
     workspace = make_workspace(tmp_path, nan_ids={"2_1"})
     train(workspace=workspace, modality="audio", features="pyaudio", folds=3, epochs=3,
           patience=2, progress=False, device="cpu")
@@ -327,6 +330,10 @@ def test_bad_requests_are_clear_errors(tmp_path):
         train(modality="audio", folds=50, **base)
     with pytest.raises(GemoError, match="epochs must be positive"):
         train(modality="audio", epochs=0, **base)
+    with pytest.raises(GemoError, match="lr must be positive, got 0$"):
+        train(modality="audio", lr=0, **base)
+    with pytest.raises(GemoError, match="batch_size must be positive, got -1"):
+        train(modality="audio", batch_size=-1, **base)
     with pytest.raises(GemoError, match="no cache"):
         train(modality="audio", **{**base, "features": "egemaps"})
     with pytest.raises(GemoError, match="expects 1 dimensions"):
@@ -350,6 +357,28 @@ def test_holdout_and_folds_split_by_source_video():
     for clip in clips:
         groups.setdefault(clip.group, set()).add(folds[clip.id])
     assert all(len(f) == 1 for f in groups.values())
+
+
+def test_training_folds_are_the_shared_grouped_folds():
+    """Training and fusion split by source video with one helper: the same folds for the same
+    labels, groups and seed."""
+    clips = _clips(per_class=(14, 0, 0), unlabelled=0)
+    shared = grouped_folds([c.label for c in clips], [c.group for c in clips], n_splits=4, seed=3)
+    expected = {clips[row].id: fold for fold, (_, held) in enumerate(shared) for row in held}
+    assert assign_folds(clips, folds=4, seed=3) == expected
+
+
+def test_recipe_states_the_defaults_and_loads_without_torch():
+    """The command line can show train()'s defaults without loading torch."""
+    code = "import sys, gemo.training.recipe; print('torch' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                            text=True)
+    assert loaded.stdout.strip() == "False"
+    defaults = Recipe.defaults()
+    assert defaults["epochs"] == 200 and defaults["batch_size"] is None
+    parameters = inspect.signature(train).parameters
+    given = {key: parameters[key].default for key in defaults if key in parameters}
+    assert given == {key: value for key, value in defaults.items() if key != "holdout"}
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

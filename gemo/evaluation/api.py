@@ -36,10 +36,10 @@ from gemo.evaluation.metrics import summarize
 from gemo.evaluation.plots import save_confusion_png
 from gemo.evaluation.predictions import write_predictions
 from gemo.evaluation.report import ablation_table, group_size_table, metrics_table
-from gemo.fusion.inputs import align, load_tables, oof_flags
 from gemo.labels import CLASSES
 from gemo.progress import console as log_console
 from gemo.progress import status
+from gemo.scores import align, load_tables, oof_flags
 
 BY = ("group-size",)
 

@@ -14,7 +14,7 @@ import pkgutil
 from gemo.fusion.base import Fuser, available, create, get, register
 
 for _module in pkgutil.iter_modules(__path__):
-    if _module.name not in ("base", "api", "folds", "inputs"):
+    if _module.name not in ("base", "api"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
 from gemo.fusion.api import FusionResult, fuse, fusion_name, run_fusion  # noqa: E402

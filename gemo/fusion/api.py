@@ -32,13 +32,13 @@ from gemo.cache import fingerprint_file
 from gemo.data.index import SPLITS
 from gemo.errors import GemoError
 from gemo.files import atomic_write, plain, write_json
+from gemo.folds import grouped_folds
 from gemo.fusion.base import create, get
-from gemo.fusion.folds import grouped_folds
-from gemo.fusion.inputs import align, load_tables, oof_flags
 from gemo.labels import N_CLASSES
 from gemo.progress import console as log_console
 from gemo.progress import status
-from gemo.scores import ScoreTable, save_scores
+from gemo.scores import (ScoreTable, align, load_tables, oof_flags, require_tables,
+                         save_scores)
 
 INPUTS = ("probs", "embeddings")
 CV_FOLDS = 5
@@ -233,9 +233,8 @@ def run_fusion(
 
 def input_models(workspace, models=None):
     """The trained models a fusion takes: ``models`` checked, or every model with scores."""
-    known = artifacts.names_of(workspace)
     if models is None:
-        models = [name for name in known if not artifacts.is_fusion(name)]
+        models = [name for name in artifacts.names_of(workspace) if not artifacts.is_fusion(name)]
         if not models:
             raise GemoError("no trained model has scores in this workspace: run `gemo train` first")
     models = list(dict.fromkeys(models))
@@ -244,11 +243,7 @@ def input_models(workspace, models=None):
     fusions = [name for name in models if artifacts.is_fusion(name)]
     if fusions:
         raise GemoError(f"cannot fuse fusion outputs ({', '.join(fusions)}); name trained models")
-    unknown = [name for name in models if name not in known]
-    if unknown:
-        raise GemoError(f"no score table for {', '.join(unknown)}; available: "
-                        f"{', '.join(known) or 'none (run `gemo train` first)'}")
-    return models
+    return require_tables(workspace, models)
 
 
 def _cross_fit(fuser, X, labels, groups, rows, seed):

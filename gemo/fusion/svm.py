@@ -18,8 +18,8 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.model_selection import GridSearchCV
 from sklearn.svm import SVC
 
+from gemo.folds import grouped_folds
 from gemo.fusion.base import ProbabilityFuser, full_proba, register
-from gemo.fusion.folds import grouped_folds
 
 
 @register

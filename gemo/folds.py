@@ -1,4 +1,5 @@
-"""Cross-validation folds that keep every source video in one fold."""
+"""Cross-validation folds that keep every source video in one fold: one helper for training
+(cross-fitting, the early-stopping hold-out) and fusion (cross-fitting, the SVM's grid search)."""
 
 import warnings
 

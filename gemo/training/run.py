@@ -1,0 +1,275 @@
+"""One seeded training loop for every modality, with out-of-fold scores for the train split.
+
+``train()`` reads a feature cache, trains the model family chosen for it and
+writes, under the workspace::
+
+    models/<modality>-<features>/model.pt      final model (self-describing checkpoint)
+                                 config.json   everything needed to reproduce the run
+                                 history.json  per-epoch loss/accuracy (final and fold models)
+                                 curves.png    loss/accuracy curves
+    scores/<modality>-<features>.h5            probabilities + embeddings of every cached clip
+
+Recipe (Pinto 2020, section III-D): Adam, cross-entropy, at most ``epochs``
+epochs, early stopping with ``patience`` on the loss of an inner hold-out, the
+best epoch's weights kept. The inner hold-out is ~15% of the *train* split,
+grouped by source video, so the official val split stays untouched for
+evaluation. Train-split scores are cross-fitted (``folds`` models, each scoring
+the source videos it never saw); val/test scores come from the final model
+trained on the whole train split. See docs/training.md.
+
+>>> summary = train(workspace=Workspace("gemo-work"), modality="audio",
+...                 features="pyaudio")                                 # doctest: +SKIP
+>>> table = predict(workspace=Workspace("gemo-work"), name="audio-pyaudio")  # doctest: +SKIP
+"""
+
+import shlex
+import time
+
+import numpy as np
+import torch
+
+import gemo
+from gemo import artifacts, models
+from gemo.cache.store import FeatureCache
+from gemo.device import resolve_device
+from gemo.errors import GemoError
+from gemo.files import plain, write_json
+from gemo.models.checkpoint import build_checkpoint, load_model, save_checkpoint
+from gemo.models.inputs import inputs_for
+from gemo.scores import ScoreTable, save_scores
+from gemo.training.crossfit import Runner, cross_fit
+from gemo.training.features import (CacheArrays, cached_clips, check_features, input_dim,
+                                    main_ndim, read)
+from gemo.training.loop import predict_arrays
+from gemo.training.plots import plot_curves
+from gemo.training.recipe import Recipe
+from gemo.training.splits import assign_folds
+from gemo.workspace import Workspace
+
+MODALITIES = ("audio", "scene", "face")
+
+
+def train(*, workspace, modality, features, model=None, name=None, overwrite=False,
+          backbone=None, pretrained=False, weights=None, epochs=Recipe.epochs,
+          batch_size=Recipe.batch_size, lr=Recipe.lr, patience=Recipe.patience,
+          folds=Recipe.folds, seed=Recipe.seed, device="auto", progress=True, **model_options):
+    """Train a model of ``modality`` on ``features``, write it and its scores; returns a summary.
+
+    ``model`` picks the family (default by feature set: pyaudio/compare-lld ->
+    blstm-attention, egemaps -> mlp, frames -> frame-cnn); ``backbone`` and any
+    other keyword (``hidden=32``, ``input_size=64``...) are the family's options.
+    ``name`` defaults to ``<modality>-<features>-<family>``; a model of that name
+    trained with other options is refused unless ``overwrite`` (see :mod:`gemo.artifacts`).
+    ``pretrained=True`` loads ImageNet weights into the backbone (searched as
+    :mod:`gemo.pretrained` says; ``weights``, a known name, folder or file, implies it).
+    ``batch_size`` None takes the family's default (128 for audio, 16 for frames).
+    ``folds`` < 2 turns cross-fitting off (train rows then are in-sample, oof=False).
+    The defaults are :class:`gemo.training.recipe.Recipe`'s.
+    """
+    started = time.perf_counter()
+    workspace = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    if modality not in MODALITIES:
+        raise GemoError(f"unknown modality {modality!r}; choose from {', '.join(MODALITIES)}")
+    _check_modality(modality, features)
+    recipe = Recipe(epochs=epochs, lr=lr, patience=patience, folds=folds, seed=seed,
+                    batch_size=batch_size or None)
+    problem = recipe.check()
+    if problem:
+        raise GemoError(problem)
+    device = resolve_device(device)
+    index = workspace.load_index()
+
+    with FeatureCache(workspace.cache_path(features)) as cache:
+        clips = cached_clips(cache, index)
+        if not clips:
+            raise GemoError(f"the {features} cache has no clip of the indexed dataset: "
+                            f"run `gemo extract` for {features} first")
+        sample = read(cache, clips[0].id, None)
+        family = models.get(model or models.default_model(features, ndim=main_ndim(sample)))
+        options = dict(model_options)
+        if backbone is not None:
+            if "backbone" not in family.Options.defaults():
+                raise GemoError(f"model {family.name} has no backbone option")
+            options["backbone"] = backbone
+        if (pretrained or weights is not None) and not hasattr(family, "pretrained_state"):
+            raise GemoError(f"model {family.name} has no pretrained weights")
+        probe = models.create(family.name, input_dim=input_dim(family, sample, features),
+                              **options)  # fails now, before reading, on a bad option
+        config = probe.config  # typed and complete: what the checkpoint will hold
+        # Weights are found, verified and checked once, before any data is read.
+        backbone_weights = probe.pretrained_state(weights=weights) if (
+            pretrained or weights is not None) else None
+        recipe = recipe.resolved(family.train_defaults.get("batch_size", 32))
+        name = artifacts.check_name(name or f"{modality}-{features}-{family.name}")
+        request = {"modality": modality, "features": features, "model": family.name,
+                   "options": probe.options.as_dict(), "recipe": recipe.per_model(),
+                   "folds": recipe.folds, "seed": recipe.seed,
+                   "pretrained": bool(pretrained or weights is not None),
+                   "weights": None if weights is None else str(weights)}
+        artifacts.claim(workspace, name, request, overwrite=overwrite, what="model")
+        feature_meta = {
+            "set": features,
+            "fingerprint": cache.fingerprint(),
+            "extractor_version": cache.provenance["extractor_version"],
+            "params": cache.params,
+            "feature_names": list(cache.info.get("feature_names", [])),
+        }
+        arrays = CacheArrays(cache, inputs_for(probe), features)  # the pipeline checks array shapes
+        del probe
+
+        labelled = [c for c in clips if c.split == "train" and c.label is not None]
+        if not labelled:
+            raise GemoError(f"{name}: no train clip has a label: add the dataset's train labels "
+                            "(Train_labels.txt, or the label column of a CSV manifest) and "
+                            "index it again with `gemo extract DATASET`")
+        finite = {c.id for c in labelled if arrays.finite(c.id)}
+        dropped = sorted(c.id for c in labelled if c.id not in finite)
+        if len({c.label for c in labelled if c.id in finite}) < 2:
+            raise GemoError(f"{name}: training needs labelled train clips of at least two classes "
+                            f"with finite features ({len(finite)} usable)")
+        fold_of = (assign_folds(labelled, folds=recipe.folds, seed=recipe.seed)
+                   if recipe.folds >= 2 else {})
+
+        runner = Runner(family=family.name, config=config, recipe=recipe, arrays=arrays,
+                        device=device, pretrained=backbone_weights, progress=progress)
+        with runner.session(recipe.seed):
+            fitted = cross_fit(runner, name=name, clips=clips, labelled=labelled, usable=finite,
+                               fold_of=fold_of, seed=recipe.seed)
+    final = fitted.final
+
+    hyper = {**recipe.per_model(), "folds": recipe.folds if fold_of else 0, "seed": recipe.seed,
+             "device": device, "threads": runner.threads, "model": family.name,
+             "pretrained": backbone_weights is not None,
+             "weights": None if weights is None else str(weights)}
+    training = {
+        **final.summary(),
+        "n_train_clips": len(labelled),
+        "n_used": len(finite),
+        "dropped_nonfinite": dropped,
+        "pretrained_source": None if backbone_weights is None else backbone_weights[1],
+    }
+    checkpoint = build_checkpoint(model=final.model, inputs=final.inputs, name=name,
+                                  modality=modality, features=feature_meta, hyperparameters=hyper,
+                                  training=training, seed=recipe.seed)
+    out = workspace.model_dir(name, create=True)
+    save_checkpoint(out / "model.pt", checkpoint)
+    table = _score_table(name, clips, fitted.scores, attrs={
+        "modality": modality, "features": features, "architecture": family.name,
+        "fingerprint": feature_meta["fingerprint"], "folds": hyper["folds"],
+        "train_rows": "out-of-fold (fold models)" if fold_of else "in-sample (final model)",
+        "fitted_on": ["train"], "embeddings": "final model, every row",
+    })
+    save_scores(workspace.scores_path(name), table)
+    history = {"final": final.summary(with_curves=True), "folds": fitted.folds}
+    write_json(out / "history.json", history)
+    plot_curves(out / "curves.png", history, title=f"{name} ({family.name})")
+    summary = {
+        "name": name,
+        "model": family.name,
+        "model_dir": str(out),
+        "checkpoint": str(out / "model.pt"),
+        "scores": str(workspace.scores_path(name)),
+        "device": device,
+        "best_epoch": final.best_epoch,
+        "epochs_run": len(final.history["train_loss"]),
+        "holdout_loss": final.best_loss,
+        "holdout_accuracy": final.best_accuracy,
+        "oof_accuracy": _accuracy(table, clips, "train", oof_only=True),
+        "val_accuracy": _accuracy(table, clips, "val"),
+        "n_scored": len(table.ids),
+        "n_dropped_nonfinite": len(dropped),
+        "n_missing_from_cache": len(index.clips) - len(clips),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    write_json(out / "config.json", {
+        "name": name, "request": plain(request),
+        "command": _command(name, request), "modality": modality, "features": feature_meta,
+        "architecture": family.name, "config": final.model.config, "hyperparameters": hyper,
+        "training": training, "folds": fold_of, "summary": summary,
+        "gemo_version": gemo.__version__, "torch_version": torch.__version__,
+    })
+    return summary
+
+
+def predict(*, workspace, name, ids=None, device="auto", batch_size=None):
+    """Scores of the trained model ``name`` on its feature cache, as a :class:`ScoreTable`.
+
+    ``ids`` None scores every cached clip of the index. Refuses (GemoError
+    naming the differences) a cache whose features differ from training time.
+    All rows have ``oof=False``: one model scores them all.
+    """
+    workspace = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    device = resolve_device(device)
+    loaded = load_model(workspace.model_dir(name) / "model.pt", device=device)
+    expected = loaded.features
+    index = workspace.load_index()
+    with FeatureCache(workspace.cache_path(expected["set"])) as cache:
+        check_features(expected, cache, name=name)
+        clips = cached_clips(cache, index)
+        if ids is not None:
+            wanted = set(ids)
+            missing = sorted(wanted - {c.id for c in clips})
+            if missing:
+                raise GemoError(f"{len(missing)} clip(s) not in the {expected['set']} cache or "
+                                f"index, e.g. {missing[:3]}")
+            clips = [c for c in clips if c.id in wanted]
+        arrays = CacheArrays(cache, loaded.inputs, expected["set"])
+        batch_size = batch_size or loaded.checkpoint["hyperparameters"].get("batch_size", 64)
+        probs, embeddings = predict_arrays(loaded.model, loaded.inputs, arrays,
+                                           [c.id for c in clips], device=device,
+                                           batch_size=batch_size)
+    return ScoreTable(name, [c.id for c in clips], [c.split for c in clips], probs,
+                      np.zeros(len(clips), bool), embeddings,
+                      {"modality": loaded.checkpoint["modality"], "features": expected["set"],
+                       "architecture": loaded.checkpoint["architecture"],
+                       "fingerprint": expected["fingerprint"]})
+
+
+def _check_modality(modality, features):
+    """Refuse a feature set that describes another modality (``train audio --features frames``)."""
+    from gemo import extractors
+
+    if features in extractors.available():
+        describes = extractors.get(features).modality
+        if describes and describes != modality:
+            raise GemoError(f"feature set {features} describes {describes}, not {modality}: "
+                            f"`gemo train {describes} --features {features}`")
+
+
+def _command(name, request):
+    """The `gemo train` command line that makes this model again, for messages."""
+    recipe = request["recipe"]
+    words = ["gemo", "train", request["modality"], "--features", request["features"],
+             "--model", request["model"], "--name", name, "--epochs", recipe["epochs"],
+             "--batch-size", recipe["batch_size"], "--lr", recipe["lr"],
+             "--patience", recipe["patience"], "--folds", request["folds"],
+             "--seed", request["seed"]]
+    defaults = models.get(request["model"]).Options.defaults()
+    for key, value in sorted(request["options"].items()):
+        if value != defaults.get(key):
+            words += ["--backbone", value] if key == "backbone" else ["-o", f"{key}={value}"]
+    if request["weights"]:
+        words += ["--weights", request["weights"]]
+    elif request["pretrained"]:
+        words.append("--pretrained")
+    return " ".join(shlex.quote(str(word)) for word in words)
+
+
+def _score_table(name, clips, scores, *, attrs):
+    """The score table of ``clips`` from ``{clip id: Score}``, in ``clips`` order."""
+    rows = [scores[c.id] for c in clips]
+    return ScoreTable(name, [c.id for c in clips], [c.split for c in clips],
+                      np.stack([r.probs for r in rows]), np.array([r.oof for r in rows]),
+                      np.stack([r.embedding for r in rows]), attrs)
+
+
+def _accuracy(table, clips, split, *, oof_only=False):
+    label = {c.id: c.label for c in clips}
+    rows = [i for i, (clip_id, s) in enumerate(zip(table.ids, table.splits, strict=True))
+            if s == split and label[clip_id] is not None and (table.oof[i] or not oof_only)]
+    if not rows:
+        return None
+    truth = np.array([label[table.ids[i]] for i in rows])
+    return round(float((table.probs[rows].argmax(1) == truth).mean()), 4)
+
+
