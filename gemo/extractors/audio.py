@@ -1,8 +1,21 @@
 """Shared audio helpers for the audio feature sets."""
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from gemo.data.media import MediaError
+from gemo.options import Options
+
+
+@dataclass(frozen=True)
+class AudioParams(Options):
+    """The parameter every audio set has: the rate the clip's mono audio is resampled to."""
+
+    sample_rate: int = 16000
+
+    def check(self):
+        return "sample_rate must be positive" if self.sample_rate < 1 else None
 
 
 def require_finite_rows(features):

@@ -1,25 +1,15 @@
 """openSMILE feature sets: ``egemaps`` (88 eGeMAPSv02 functionals) and ``compare-lld``."""
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from gemo.extractors.audio import require_finite_rows
+from gemo.extractors.audio import AudioParams, require_finite_rows
 from gemo.extractors.base import Extractor, register
-from gemo.options import Options
 
 
 class _OpenSmile(Extractor):
     feature_set = ""
     feature_level = ""
-
-    @dataclass(frozen=True)
-    class Params(Options):
-        sample_rate: int = 16000
-
-        def check(self):
-            return "sample_rate must be positive" if self.sample_rate < 1 else None
-
+    Params = AudioParams
     libraries = ("opensmile", "av")
     modules = ("opensmile",)
     modality = "audio"

@@ -5,9 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gemo.extractors.audio import require_finite_rows
+from gemo.extractors.audio import AudioParams, require_finite_rows
 from gemo.extractors.base import Extractor, register
-from gemo.options import Options
 
 
 @register
@@ -16,15 +15,14 @@ class PyAudio(Extractor):
     description = "pyAudioAnalysis short-term features, 34 per 25 ms window, 10 ms step, mono 16 kHz"
 
     @dataclass(frozen=True)
-    class Params(Options):
-        sample_rate: int = 16000
+    class Params(AudioParams):
         window: float = 0.025  # seconds
         step: float = 0.010
 
         def check(self):
-            if self.sample_rate < 1 or self.window <= 0 or self.step <= 0:
-                return "sample_rate, window and step must be positive"
-            return None
+            if self.window <= 0 or self.step <= 0:
+                return "window and step must be positive"
+            return super().check()
 
     libraries = ("pyAudioAnalysis", "av", "scipy")
     modules = ("pyAudioAnalysis.ShortTermFeatures",)
