@@ -27,6 +27,11 @@ from gemo.files import atomic_write
 from gemo.labels import CLASSES, N_CLASSES
 
 
+# A trained model's table says where its embeddings come from: from its final model, for
+# every row, so that a fusion of embeddings fits and predicts in one space (docs/training.md).
+ONE_ENCODER = "final model, every row"
+
+
 @dataclass
 class ScoreTable:
     model: str

@@ -10,7 +10,7 @@ from gemo import fusion
 from gemo.data.index import Clip, DatasetIndex
 from gemo.errors import GemoError
 from gemo.folds import grouped_folds
-from gemo.scores import ScoreTable, load_scores, save_scores
+from gemo.scores import ONE_ENCODER, ScoreTable, load_scores, save_scores
 from gemo.workspace import Workspace
 
 # A small grid keeps the SVM tests fast; the default grid is tested on its own.
@@ -61,7 +61,7 @@ def write_table(ws, name, clips, probs, *, oof=None, embeddings=None, order=None
         np.asarray(probs)[order],
         oof[order],
         None if embeddings is None else np.asarray(embeddings)[order],
-        {"modality": name},
+        {"modality": name, "embeddings": ONE_ENCODER},
     )
     save_scores(ws.scores_path(name), table)
 
@@ -330,3 +330,13 @@ def test_a_fusion_is_not_replaced_by_one_of_other_models_unless_asked(tmp_path):
         fusion.fuse(workspace=ws, method="mean", name="mine", progress=False)
     with pytest.raises(GemoError, match="not a usable name"):
         fusion.fuse(workspace=ws, method="mean", name="fusion-../x", progress=False)
+
+
+def test_embeddings_from_fold_models_are_refused(tmp_path):
+    """Tables written before every row's embedding came from the final model cannot be fused."""
+    ws, clips = make_workspace(tmp_path, embeddings=True)
+    table = load_scores(ws.scores_path("audio"))
+    table.attrs.pop("embeddings")
+    save_scores(ws.scores_path("audio"), table)
+    with pytest.raises(GemoError, match="audio: embeddings of train rows come from fold models"):
+        fusion.fuse(workspace=ws, method="fc", inputs="embeddings", progress=False)

@@ -37,8 +37,8 @@ from gemo.fusion.base import create, get
 from gemo.labels import N_CLASSES
 from gemo.progress import console as log_console
 from gemo.progress import status
-from gemo.scores import (ScoreTable, align, load_tables, oof_flags, require_tables,
-                         save_scores)
+from gemo.scores import (ONE_ENCODER, ScoreTable, align, load_tables, oof_flags,
+                         require_tables, save_scores)
 
 INPUTS = ("probs", "embeddings")
 CV_FOLDS = 5
@@ -135,6 +135,8 @@ def run_fusion(
     clips = workspace.load_index().clips  # first: a fresh workspace needs `gemo extract`
     models = input_models(workspace, models)
     tables = load_tables(workspace=workspace, names=models)
+    if inputs == "embeddings":
+        _require_one_encoder(tables)
     X, missing = align(tables, [clip.id for clip in clips], field=inputs,
                        splits=np.array([clip.split for clip in clips]))
     scored = ~missing.all(axis=1)
@@ -254,6 +256,16 @@ def _cross_fit(fuser, X, labels, groups, rows, seed):
         model = clone(fuser).fit(X[rows[fit]], labels[rows[fit]], groups=groups[rows[fit]])
         out[held_out] = model.predict_proba(X[rows[held_out]])
     return out
+
+
+def _require_one_encoder(tables):
+    """Refuse tables whose train rows' embeddings came from fold models (gemo before 0.2)."""
+    mixed = [name for name, table in tables.items()
+             if table.attrs.get("embeddings") != ONE_ENCODER]
+    if mixed:
+        raise GemoError(f"{', '.join(mixed)}: embeddings of train rows come from fold models, "
+                        "each in a space of its own, so a fusion of embeddings cannot use them; "
+                        "retrain with this gemo (same command, --overwrite)")
 
 
 def _require_labels(labels, split, full_train=False):

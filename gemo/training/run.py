@@ -36,7 +36,7 @@ from gemo.errors import GemoError
 from gemo.files import plain, write_json
 from gemo.models.checkpoint import build_checkpoint, load_model, save_checkpoint
 from gemo.models.inputs import inputs_for
-from gemo.scores import ScoreTable, save_scores
+from gemo.scores import ONE_ENCODER, ScoreTable, save_scores
 from gemo.training.crossfit import Runner, cross_fit
 from gemo.training.features import (CacheArrays, cached_clips, check_features, input_dim,
                                     main_ndim, read)
@@ -157,7 +157,7 @@ def train(*, workspace, modality, features, model=None, name=None, overwrite=Fal
         "modality": modality, "features": features, "architecture": family.name,
         "fingerprint": feature_meta["fingerprint"], "folds": hyper["folds"],
         "train_rows": "out-of-fold (fold models)" if fold_of else "in-sample (final model)",
-        "fitted_on": ["train"], "embeddings": "final model, every row",
+        "fitted_on": ["train"], "embeddings": ONE_ENCODER,
     })
     save_scores(workspace.scores_path(name), table)
     history = {"final": final.summary(with_curves=True), "folds": fitted.folds}
