@@ -21,7 +21,7 @@ from multiprocessing import forkserver, get_context
 from multiprocessing.connection import wait as wait_for
 from pathlib import Path
 
-from gemo import extractors
+from gemo import extractors, threads
 from gemo.cache.store import CacheMismatch, FeatureCache, fingerprint_file, same_source
 from gemo.data.index import index_dataset
 from gemo.data.media import Media, MediaError
@@ -391,6 +391,7 @@ class _Pool:
         self.workers = workers
         self._specs = _specs(chosen)
         self._modules = [module for extractor in chosen for module in extractor.modules]
+        self._networks = any(extractor.uses_device for extractor in chosen)  # need torch
         self._executor = None
 
     def __enter__(self):
@@ -436,9 +437,11 @@ class _Pool:
         Arrays the extractors require from ``caches`` are read here, in the writer.
         """
         if self.workers <= 1:
-            for clip, wanted in tasks:
-                rest, given, failed = _prepare(wanted, caches, clip.id)
-                yield clip, {**failed, **(run_clip(rest, clip.path, given) if rest else {})}
+            # The sets run in this process: at gemo's thread count, not one thread per core.
+            with threads.limited(torch=self._networks):
+                for clip, wanted in tasks:
+                    rest, given, failed = _prepare(wanted, caches, clip.id)
+                    yield clip, {**failed, **(run_clip(rest, clip.path, given) if rest else {})}
             return
         queue = _TaskQueue(tasks, caches, limit=2 * self.workers)
         in_flight = {}

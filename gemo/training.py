@@ -24,7 +24,6 @@ trained on the whole train split. See docs/training.md.
 
 import copy
 import json
-import os
 import random
 import time
 import warnings
@@ -38,7 +37,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import gemo
-from gemo import models
+from gemo import models, threads
 from gemo.cache.store import FeatureCache
 from gemo.device import resolve_device
 from gemo.errors import GemoError
@@ -559,26 +558,21 @@ def _seed_everything(seed):
 
 @contextmanager
 def _deterministic(seed):
-    """Deterministic kernels where torch has them, ``$GEMO_THREADS`` CPU threads if set;
-    the global settings are restored after."""
+    """Deterministic kernels where torch has them, :func:`gemo.threads.count` CPU threads
+    (1 unless ``$GEMO_THREADS`` says); the global settings are restored after."""
     before = (torch.are_deterministic_algorithms_enabled(),
               torch.is_deterministic_algorithms_warn_only_enabled(),
-              torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
-              torch.get_num_threads())
+              torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    if os.environ.get("GEMO_THREADS"):
-        # torch's default is one thread per core, the fastest on an idle machine; on a busy
-        # one (another job on a core) 1 thread was 3x faster than 2 here (docs/training.md).
-        torch.set_num_threads(max(1, int(os.environ["GEMO_THREADS"])))
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
     _seed_everything(seed)
     try:
-        yield
+        with threads.limited():
+            yield
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[2:4]
-        torch.set_num_threads(before[4])
 
 
 def _progress_bar():

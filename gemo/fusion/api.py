@@ -31,6 +31,7 @@ from rich.console import Console
 from sklearn.base import clone
 
 import gemo
+from gemo import threads
 from gemo.cache import fingerprint_file
 from gemo.data.index import SPLITS
 from gemo.errors import GemoError
@@ -143,7 +144,9 @@ def run_fusion(
 
     params = {"seed": seed} if "seed" in cls().get_params() else {}
     console = console or Console(stderr=True)
-    with _status(console, progress, f"fitting {method} fusion of {len(models)} model(s)"):
+    # threads: the fc fuser's BLAS took 2-3x longer with 2 threads beside another job.
+    with (_status(console, progress, f"fitting {method} fusion of {len(models)} model(s)"),
+          threads.limited(torch=False)):
         fuser = create(method, **params).fit(X[train], labels[train], groups=groups[train])
         selected = fuser.selected()
         cross_fitted = _cross_fit(selected, X, labels, groups, fit_rows, seed)
