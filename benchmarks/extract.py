@@ -1,6 +1,6 @@
 """Extraction speed per feature set on a folder of clips, and frames vs a plain full decode.
 
-    python benchmarks/extract.py ../shared/media [--sets frames,faces,fer] [--repeat 3] [--json out.json]
+    python benchmarks/extract.py CLIPS [--sets frames,faces,fer] [--repeat 3] [--json out.json]
 
 Runs each extractor in this process (one core) over every video in the folder,
 after one warm-up pass, and prints clips/s and the real-time factor (seconds of

@@ -1,6 +1,6 @@
 """Throughput of `gemo extract` itself: all sets together, 1..N workers, start-up apart.
 
-    python benchmarks/pipeline.py ../shared/media [--workers 1,2] [--copies 3] [--json out.json]
+    python benchmarks/pipeline.py CLIPS [--workers 1,2] [--copies 3] [--json out.json]
 
 Each run is `gemo extract --workers N` in a fresh process and a fresh
 workspace, as a user would run it: worker start-up, each clip decoded once for

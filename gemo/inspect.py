@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
+from gemo import threads
 from gemo.data.media import MediaError, read_frames
 from gemo.labels import CLASSES
 
@@ -35,6 +36,14 @@ def inspect_files(paths, *, detector="mtcnn", min_face_size=20, max_side=0, fram
     model = fer.load_fer(weights=fer_weights)
     if draw is not None:
         Path(draw).mkdir(parents=True, exist_ok=True)
+    with threads.limited():  # gemo's thread count, as everywhere (gemo.threads)
+        return _inspect_all(paths, face_detector, model, frames=frames, draw=draw,
+                            progress=progress)
+
+
+def _inspect_all(paths, face_detector, model, *, frames, draw, progress):
+    from gemo.faces import fer
+
     report = []
     for done, path in enumerate(paths, start=1):
         path = Path(path)

@@ -14,6 +14,7 @@ import threading
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
+from gemo import threads
 from gemo.errors import GemoError
 from gemo.extraction import workers as worker
 from gemo.extraction.clip import run_task
@@ -41,6 +42,7 @@ class LocalPool:
         self.size = workers
         self._specs = worker.specs_of(chosen)
         self._modules = [module for extractor in chosen for module in extractor.modules]
+        self._networks = any(extractor.uses_device for extractor in chosen)  # they need torch
         self._executor = None
 
     def __enter__(self):
@@ -83,8 +85,10 @@ class LocalPool:
 
     def run(self, tasks, caches):
         if self.size <= 1:  # no pool: nothing to start, nothing to pickle
-            for task in tasks:
-                yield task.clip, run_task(task.prepare(caches))
+            # The sets run in this process: at gemo's thread count, not one thread per core.
+            with threads.limited(torch=self._networks):
+                for task in tasks:
+                    yield task.clip, run_task(task.prepare(caches))
             return
         queue = TaskQueue(tasks, caches, limit=2 * self.size)
         in_flight = {}

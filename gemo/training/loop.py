@@ -5,7 +5,6 @@ tensors only (what :mod:`gemo.models.inputs` makes of the cache's arrays).
 """
 
 import copy
-import os
 import random
 from contextlib import contextmanager
 
@@ -14,6 +13,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from gemo import threads
 from gemo.labels import N_CLASSES
 
 
@@ -109,23 +109,18 @@ def _seed_everything(seed):
 
 @contextmanager
 def _deterministic(seed):
-    """Deterministic kernels where torch has them, ``$GEMO_THREADS`` CPU threads if set;
-    the global settings are restored after."""
+    """Deterministic kernels where torch has them, :func:`gemo.threads.count` CPU threads
+    (1 unless ``$GEMO_THREADS`` says); the global settings are restored after."""
     before = (torch.are_deterministic_algorithms_enabled(),
               torch.is_deterministic_algorithms_warn_only_enabled(),
-              torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
-              torch.get_num_threads())
+              torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    if os.environ.get("GEMO_THREADS"):
-        # torch's default is one thread per core, the fastest on an idle machine; on a busy
-        # one (another job on a core) 1 thread was 3x faster than 2 here (docs/training.md).
-        torch.set_num_threads(max(1, int(os.environ["GEMO_THREADS"])))
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
     _seed_everything(seed)
     try:
-        yield
+        with threads.limited():
+            yield
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[2:4]
-        torch.set_num_threads(before[4])

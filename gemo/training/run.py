@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 import gemo
-from gemo import artifacts, models
+from gemo import artifacts, models, threads
 from gemo.cache.store import FeatureCache
 from gemo.device import resolve_device
 from gemo.errors import GemoError
@@ -203,7 +203,7 @@ def predict(*, workspace, name, ids=None, device="auto", batch_size=None):
     loaded = load_model(workspace.model_dir(name) / "model.pt", device=device)
     expected = loaded.features
     index = workspace.load_index()
-    with FeatureCache(workspace.cache_path(expected["set"])) as cache:
+    with FeatureCache(workspace.cache_path(expected["set"])) as cache, threads.limited():
         check_features(expected, cache, name=name)
         clips = cached_clips(cache, index)
         if ids is not None:
