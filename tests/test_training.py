@@ -334,8 +334,10 @@ def test_bad_requests_are_clear_errors(tmp_path):
         train(modality="audio", lr=0, **base)
     with pytest.raises(GemoError, match="batch_size must be positive, got -1"):
         train(modality="audio", batch_size=-1, **base)
-    with pytest.raises(GemoError, match="no cache"):
+    with pytest.raises(GemoError, match=r"egemaps feature set is not extracted.*--only egemaps"):
         train(modality="audio", **{**base, "features": "egemaps"})
+    with pytest.raises(GemoError, match="unknown feature set 'pyaudo'; available: compare-lld"):
+        train(modality="audio", **{**base, "features": "pyaudo"})
     with pytest.raises(GemoError, match="expects 1 dimensions"):
         train(modality="audio", model="mlp", **base)
     with pytest.raises(GemoError, match="pyaudio describes audio, not face"):

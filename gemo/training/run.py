@@ -78,6 +78,7 @@ def train(*, workspace, modality, features, model=None, name=None, overwrite=Fal
         raise GemoError(problem)
     device = resolve_device(device)
     index = workspace.load_index()
+    _check_cached(workspace, features)
 
     with FeatureCache(workspace.cache_path(features)) as cache:
         clips = cached_clips(cache, index)
@@ -234,6 +235,19 @@ def _check_modality(modality, features):
         if describes and describes != modality:
             raise GemoError(f"feature set {features} describes {describes}, not {modality}: "
                             f"`gemo train {describes} --features {features}`")
+
+
+def _check_cached(workspace, features):
+    """A missing cache: an unknown name (a typo) or a set not extracted yet, said apart."""
+    from gemo import extractors
+
+    if workspace.cache_path(features).exists():
+        return
+    if features not in extractors.available():
+        raise GemoError(f"unknown feature set {features!r}; available: "
+                        f"{', '.join(extractors.available())}")
+    raise GemoError(f"the {features} feature set is not extracted in this workspace: "
+                    f"`gemo extract --only {features}` first")
 
 
 def _command(name, request):
