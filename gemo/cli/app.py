@@ -95,6 +95,8 @@ class ApiOption(click.Option):
             extra.append(f"one of: {', '.join(self.choices_of())}")
         if self.stage is not None:
             default = inspect.signature(getattr(api, self.stage)).parameters[self.parameter].default
+            if isinstance(default, (tuple, list)):
+                default = ",".join(map(str, default))
             if default not in (None, inspect.Parameter.empty):
                 extra.append(f"default: {default}")
         return names, text + (f"  [{'; '.join(extra)}]" if extra else "")

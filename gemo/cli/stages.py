@@ -78,9 +78,9 @@ def synth(out, clips_per_class, seed, duration, workers):
 
 @cli.command()
 @click.argument("dataset", required=False, type=click.Path(exists=True, path_type=Path))
-@click.option("--only", "sets", metavar="SETS", cls=ApiOption, choices=_feature_sets,
-              help="Comma-separated feature sets (default: frames,pyaudio,egemaps; "
-                   "--list-sets shows their parameters).")
+@click.option("--only", "sets", metavar="SETS", cls=ApiOption, stage="extract",
+              choices=_feature_sets,
+              help="Comma-separated feature sets (--list-sets shows their parameters).")
 @click.option("-p", "--param", "params", multiple=True, metavar="SET.KEY=VALUE",
               help="Extractor parameter, repeatable, e.g. -p frames.count=16 -p frames.size=112.")
 @click.option("--workers", type=click.IntRange(1), cls=ApiOption, stage="extract",

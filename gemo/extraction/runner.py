@@ -30,9 +30,9 @@ class SetReport:
     failed: dict = field(default_factory=dict)  # id -> {"kind", "message"}, all failures in the cache
 
 
-def extract(*, workspace, dataset=None, sets=None, params=None, workers=None, overwrite=False,
+def extract(*, workspace, dataset=None, sets=DEFAULT_SETS, params=None, workers=None, overwrite=False,
             progress=True, executor="local", scheduler=None, device="auto", batch_size=0):
-    """Extract ``sets`` (default frames, pyaudio, egemaps) for every clip of the dataset.
+    """Extract the feature ``sets`` for every clip of the dataset.
 
     ``dataset`` is indexed and remembered by the workspace; when None the
     remembered one is used. ``params`` maps a set name to its parameters,
@@ -51,7 +51,7 @@ def extract(*, workspace, dataset=None, sets=None, params=None, workers=None, ov
     if batch_size < 0:
         raise GemoError(f"batch size must be >= 0 (0: each set's default), not {batch_size}")
     index = workspace.use_dataset(dataset)
-    sets = list(sets or DEFAULT_SETS)
+    sets = list(sets)
     params = params or {}
     unknown = sorted(set(params) - set(sets))
     if unknown:
