@@ -80,7 +80,8 @@ def info(*, workspace):
 
     index = workspace.load_index()
     dataset = {"root": index.root, "layout": index.layout, "clips": len(index.clips)}
-    return {"workspace": str(workspace.root), "dataset": dataset, "caches": cache_summary(workspace)}
+    return {"workspace": str(workspace.root), "dataset": dataset,
+            "caches": cache_summary(workspace)}
 
 
 def weight_files():

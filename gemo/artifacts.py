@@ -107,7 +107,8 @@ def describe(*, workspace):
             made_of = f"{config.get('method', '?')} of {', '.join(config.get('models', []))}"
             stale = stale_inputs(workspace, config)
         else:
-            made_of = f"{config.get('architecture', '?')} on {config.get('features', {}).get('set', '?')}"
+            features = config.get("features", {}).get("set", "?")
+            made_of = f"{config.get('architecture', '?')} on {features}"
             stale = []
         rows.append({
             "name": name,
@@ -135,5 +136,5 @@ def remove(*, workspace, names):
     for name in names_to_remove:
         (workspace.scores_path(name)).unlink(missing_ok=True)
         shutil.rmtree(workspace.model_dir(name), ignore_errors=True)
-    left = [row for row in describe(workspace=workspace) if row["kind"] == "fusion" and row["stale_inputs"]]
-    return [row["name"] for row in left]
+    return [row["name"] for row in describe(workspace=workspace)
+            if row["kind"] == "fusion" and row["stale_inputs"]]
