@@ -95,3 +95,39 @@ def test_a_worker_that_cannot_start_says_why(tmp_path, enter):
         assert failure["kind"] == "crash"
         assert failure["message"].startswith("the worker process could not start: GemoError: ")
         assert "local-test" in failure["message"]
+
+
+def test_exit_codes_trust_the_sentinel_while_another_thread_reaps():
+    """The pool's own thread reaps its workers too: meanwhile ``is_alive()`` can say True for
+    a process that has ended, and its code appears a moment later. Such a worker's code is
+    still read (it is the one that died); one still running at the deadline is left out."""
+    import multiprocessing
+    import threading
+
+    from gemo.extraction import workers
+
+    class Reaped:  # ended: its sentinel is ready; the other thread sets the code later
+        def __init__(self):
+            self.sentinel, writer = multiprocessing.Pipe(duplex=False)
+            writer.close()
+            self.exitcode = None
+            threading.Timer(0.2, setattr, (self, "exitcode", -9)).start()
+
+        def is_alive(self):
+            return self.exitcode is None
+
+        def kill(self):
+            raise AssertionError("an ended process is not killed")
+
+    class Running:
+        def __init__(self):
+            self.sentinel, self._writer = multiprocessing.Pipe(duplex=False)
+            self.exitcode, self.killed = None, False
+
+        def kill(self):
+            self.killed = True
+
+    running = Running()
+    assert workers.exit_codes([Reaped(), running], timeout=1.0) == [-9]
+    assert running.killed
+    assert workers.how_they_died([-9]) == "killed by signal SIGKILL"

@@ -143,15 +143,15 @@ def start_fork_server():
 def exit_codes(processes, *, timeout=10.0):
     """Exit codes of a broken pool's ``processes``, waiting at most ``timeout`` seconds in all.
 
-    The pool's own thread terminates and reaps them too: a code it reaped first appears on
-    the shared process object a moment later. A process still running at the deadline is
-    killed and left out (it is not the one that died).
+    The pool's own thread terminates and reaps them too, so whether a process has ended is
+    read from its sentinel (``is_alive()`` can say True while that thread reaps it), and a
+    code the other thread reaped appears on the shared process object a moment later. A
+    process still running at the deadline is killed and left out (it is not the one that died).
     """
     deadline = time.monotonic() + timeout
     codes = []
     for process in processes:
-        process.join(max(0.0, deadline - time.monotonic()))
-        if process.is_alive():
+        if not wait_for([process.sentinel], max(0.0, deadline - time.monotonic())):
             process.kill()
             continue
         while process.exitcode is None and time.monotonic() < deadline:
