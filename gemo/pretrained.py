@@ -86,7 +86,8 @@ def _check(item):
 
 
 # Modules that register weight files beside the networks that use them.
-ENTRY_MODULES = ("gemo.models", "gemo.faces.mtcnn", "gemo.faces.fer", "gemo.faces.retinaface")
+ENTRY_MODULES = ("gemo.models", "gemo.faces.mtcnn", "gemo.faces.fer", "gemo.faces.retinaface",
+                 "gemo.pose.detect")
 WEIGHTS = Registry("weights", check=_check, modules=ENTRY_MODULES)
 register, unregister, registered = WEIGHTS.register, WEIGHTS.unregister, WEIGHTS.registered
 available, get = WEIGHTS.available, WEIGHTS.get

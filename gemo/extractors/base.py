@@ -4,6 +4,8 @@ from importlib import metadata
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from gemo.data.media import Media
 from gemo.options import Options
 from gemo.registry import Registry
@@ -95,6 +97,46 @@ class Extractor:
             "libraries": {name: _version(name) for name in self.libraries},
             "info": self.info,
         }
+
+
+class DetectorSet(Extractor):
+    """A set that runs a detector, built by ``_create_detector()`` on first use in the
+    process that uses it (never pickled: pool workers build their own)."""
+
+    uses_device = True
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self._detector = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_detector": None}
+
+    def detector(self):
+        """The detector, created on first use in this process."""
+        if self._detector is None:
+            self._detector = self._create_detector()
+        return self._detector
+
+    def load(self):
+        self.detector().load()
+
+    def _create_detector(self):
+        raise NotImplementedError
+
+
+def stack_frames(found, shapes):
+    """Detections of K frames as flat arrays: ``counts`` [K], ``frame_index`` [n] and each
+    attribute named in ``shapes`` (name -> shape of one detection) stacked over the frames,
+    so a frame without detections adds no rows."""
+    arrays = {
+        "counts": np.array([len(frame) for frame in found], np.int32),
+        "frame_index": np.concatenate(
+            [np.full(len(frame), i, np.int32) for i, frame in enumerate(found)]),
+    }
+    for name, shape in shapes.items():
+        arrays[name] = np.concatenate([getattr(frame, name) for frame in found]).reshape(-1, *shape)
+    return arrays
 
 
 def _version(distribution):

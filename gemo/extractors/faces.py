@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gemo.extractors.base import Extractor, register
+from gemo.extractors.base import DetectorSet, register, stack_frames
 from gemo.faces.align import align_face
 from gemo.options import Options
 
@@ -20,7 +20,7 @@ from gemo.options import Options
 
 
 @register
-class Faces(Extractor):
+class Faces(DetectorSet):
     name = "faces"
     # 2: frames of rotated videos are turned upright; 3: channels-last MTCNN; 4: gemo's own
     # MTCNN cascade (same boxes up to float rounding), frames scaled for detection by the
@@ -48,27 +48,13 @@ class Faces(Extractor):
     libraries = ("av", "torch", "facenet-pytorch", "pillow")
     modality = "face"
     modules = ("gemo.faces.mtcnn", "gemo.faces.detect", "facenet_pytorch.models.mtcnn")
-    uses_device = True
 
-    def __init__(self, **params):
-        super().__init__(**params)
-        self._detector = None  # built on first use, in the process that uses it (not pickled)
+    def _create_detector(self):
+        from gemo.faces.detect import create_detector
 
-    def __getstate__(self):
-        return {**self.__dict__, "_detector": None}
-
-    def detector(self):
-        """The face detector, created on first use in this process."""
-        if self._detector is None:
-            from gemo.faces.detect import create_detector
-
-            self._detector = create_detector(
-                self.params.detector, min_face_size=self.params.min_face_size,
-                max_side=self.params.max_side, device=self.device, batch_size=self.batch_size)
-        return self._detector
-
-    def load(self):
-        self.detector().load()
+        return create_detector(
+            self.params.detector, min_face_size=self.params.min_face_size,
+            max_side=self.params.max_side, device=self.device, batch_size=self.batch_size)
 
     def info(self):
         from gemo.faces.detect import LANDMARKS
@@ -91,12 +77,7 @@ class Faces(Extractor):
         crops = [align_face(frame, points, size=size)
                  for frame, faces in zip(frames, kept) for points in faces.landmarks]
         return {
-            "counts": np.array([len(faces) for faces in kept], np.int32),
-            "frame_index": np.concatenate(
-                [np.full(len(faces), i, np.int32) for i, faces in enumerate(kept)]),
-            "boxes": np.concatenate([faces.boxes for faces in kept]).reshape(-1, 4),
-            "scores": np.concatenate([faces.scores for faces in kept]).reshape(-1),
-            "landmarks": np.concatenate([faces.landmarks for faces in kept]).reshape(-1, 5, 2),
+            **stack_frames(kept, {"boxes": (4,), "scores": (), "landmarks": (5, 2)}),
             "crops": (np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)),
             "timestamps": timestamps,
         }

@@ -1,0 +1,68 @@
+"""``pose``: persons and their 17 COCO keypoints in K frames per clip.
+
+Frames are taken like ``faces`` (centres of K equal slices, stored resolution; the
+one decode of a clip is shared through :meth:`frame_counts`). At most ``max_persons``
+per frame are kept, the largest box first. A frame without anyone is a valid result:
+its count is 0 and it adds no rows (never NaN).
+"""
+
+from dataclasses import dataclass
+
+from gemo.extractors.base import DetectorSet, register, stack_frames
+from gemo.options import Options
+
+# gemo.pose.detect imports torch (2 s): loaded on first use, so `gemo --help` stays quick.
+
+
+@register
+class Pose(DetectorSet):
+    name = "pose"
+    version = 1
+    description = ("persons in K evenly spaced frames: boxes, scores and 17 COCO keypoints "
+                   "(x, y, confidence) in pixels of the frame")
+
+    @dataclass(frozen=True)
+    class Params(Options):
+        count: int = 5  # frames per clip
+        detector: str = "yolo"  # yolo needs `pip install 'gemo[pose]'`; or keypointrcnn
+        threshold: float = 0.5  # persons scoring less are dropped
+        max_persons: int = 16  # per frame, largest first; 0: all
+
+        def check(self):
+            if self.count < 1:
+                return "count must be positive"
+            if not 0.0 <= self.threshold <= 1.0:
+                return "threshold must be within 0..1"
+            if self.max_persons < 0:
+                return "max_persons must be >= 0 (0: no limit)"
+            return None
+
+    libraries = ("av", "torch", "torchvision", "ultralytics")
+    modality = "pose"
+    # ultralytics is optional: the fork server skips a missing module, but the test that
+    # every listed module imports would not, so only the always-installed ones are listed.
+    modules = ("gemo.pose.detect", "torchvision.models.detection")
+
+    def _create_detector(self):
+        from gemo.pose.detect import create_detector
+
+        return create_detector(self.params.detector, threshold=self.params.threshold,
+                               device=self.device, batch_size=self.batch_size)
+
+    def info(self):
+        from gemo.pose.detect import KEYPOINTS
+
+        return {"keypoints": list(KEYPOINTS), "detector": self.detector().describe()}
+
+    def frame_counts(self):
+        return (self.params.count,)
+
+    def compute(self, media):
+        frames, timestamps = media.frames(count=self.params.count, max_side=0)
+        cap = self.params.max_persons
+        kept = [persons[:cap] if cap > 0 else persons
+                for persons in self.detector().detect(list(frames))]
+        return {
+            **stack_frames(kept, {"boxes": (4,), "scores": (), "keypoints": (17, 3)}),
+            "timestamps": timestamps,
+        }
