@@ -33,10 +33,6 @@ def _feature_sets():
     return [row["name"] for row in api.feature_sets()]
 
 
-def _modalities():
-    return sorted({row["modality"] for row in api.feature_sets()} - {""})
-
-
 def _model_families():
     from gemo import models
 
