@@ -56,7 +56,8 @@ def claim(workspace, name, request, *, overwrite, what):
     previous = old.get("request")
     if previous == plain(request):
         return
-    changed = _differences(previous or {}, plain(request))
+    changed = ("made by a gemo that did not record them" if previous is None
+               else "; ".join(_differences(previous, plain(request))))
     raise GemoError(
         f"{what} {name} already exists, made with other options ({changed}): pass --overwrite "
         f"to replace it, or --name NEW to keep both (`gemo models list` shows them)"
@@ -64,14 +65,15 @@ def claim(workspace, name, request, *, overwrite, what):
 
 
 def _differences(old, new, prefix=""):
+    """``key old -> new`` for every value that differs; nested dicts by dotted key."""
     out = []
     for key in sorted(set(old) | set(new), key=str):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            out += [_differences(a, b, f"{prefix}{key}.")] if a != b else []
+            out += _differences(a, b, f"{prefix}{key}.")
         elif a != b:
             out.append(f"{prefix}{key} {a!r} -> {b!r}")
-    return "; ".join(item for item in out if item) or "an older gemo"
+    return out
 
 
 def names_of(workspace):
