@@ -6,19 +6,18 @@ full-train setting and input models; the same fusion is refitted through
 written) and scored on the split.
 """
 
-import json
-
-from gemo.artifacts import stale_inputs
+from gemo.artifacts import read_config, stale_inputs
 from gemo.errors import GemoError
 from gemo.fusion.api import run_fusion
 
 
 def fusion_config(*, workspace, name):
     """The config.json written by :func:`gemo.fusion.fuse` for fusion ``name``."""
-    path = workspace.models_dir / name / "config.json"
-    if not path.exists():
-        raise GemoError(f"{path} is missing: run `gemo fuse` again to refit {name}")
-    return json.loads(path.read_text())
+    config = read_config(workspace, name)
+    if config is None:
+        raise GemoError(f"{workspace.model_dir(name) / 'config.json'} is missing: run `gemo fuse` "
+                        f"again to refit {name}")
+    return config
 
 
 def ablate(*, workspace, name, reference, ids, labels, score, status):

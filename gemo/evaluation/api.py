@@ -149,12 +149,7 @@ def evaluate(
                 status=lambda message: status(message, enabled=progress),
             )
             result["ablation"][name] = entry
-            console.print(ablation_table(name, entry))
-            if entry["stale_inputs"]:
-                log_console.print(
-                    f"[yellow]note:[/] {', '.join(entry['stale_inputs'])} changed since {name} was "
-                    "fitted; refit it with `gemo fuse` for a fair ablation"
-                )
+            console.print(ablation_table(name, entry))  # stale fusions were refused above
 
     if by == "group-size":
         result["by_group_size"] = _by_group_size(labelled_ids, labels, predicted, sizes)

@@ -100,8 +100,9 @@ class Extractor:
 
 
 class DetectorSet(Extractor):
-    """A set that runs a detector, built by ``_create_detector()`` on first use in the
-    process that uses it (never pickled: pool workers build their own)."""
+    """A set that runs a detector on ``params.count`` frames of a clip; the detector is built
+    by ``_create_detector()`` on first use in the process that uses it (never pickled: pool
+    workers build their own)."""
 
     uses_device = True
 
@@ -120,6 +121,9 @@ class DetectorSet(Extractor):
 
     def load(self):
         self.detector().load()
+
+    def frame_counts(self):
+        return (self.params.count,)
 
     def _create_detector(self):
         raise NotImplementedError

@@ -62,9 +62,6 @@ class Faces(DetectorSet):
         return {"landmarks": list(LANDMARKS), "detector": self.detector().describe(),
                 "crop_template": "ArcFace 5-point, 112 x 112 scaled to crop_size"}
 
-    def frame_counts(self):
-        return (self.params.count,)
-
     def compute(self, media):
         count = self.params.count
         frames, timestamps = media.frames(count=count, max_side=0)

@@ -54,9 +54,6 @@ class Pose(DetectorSet):
 
         return {"keypoints": list(KEYPOINTS), "detector": self.detector().describe()}
 
-    def frame_counts(self):
-        return (self.params.count,)
-
     def compute(self, media):
         frames, timestamps = media.frames(count=self.params.count, max_side=0)
         cap = self.params.max_persons

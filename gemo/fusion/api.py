@@ -116,7 +116,6 @@ def run_fusion(
     seed=0,
     inputs="probs",
     progress=False,
-    console=None,
     name=None,
 ):
     """Fit a fusion and score the indexed clips without writing anything: a :class:`FusionResult`.
@@ -155,7 +154,6 @@ def run_fusion(
         _require_labels(labels[(splits == "val") & (labels >= 0)], "val", full_train=True)
 
     params = {"seed": seed} if "seed" in cls().get_params() else {}
-    console = console or log_console
     # threads: the fc fuser's BLAS took 2-3x longer with 2 threads beside another job.
     with (status(f"fitting {method} fusion of {len(models)} model(s)", enabled=progress),
           threads.limited(torch=False)):
@@ -197,7 +195,7 @@ def run_fusion(
             summary[attribute.rstrip("_")] = plain(getattr(final, attribute))
     if n_imputed and progress:
         counts = {model: sum(per_split.values()) for model, per_split in imputed.items()}
-        console.print(
+        log_console.print(
             f"[yellow]note:[/] {n_imputed} missing (clip, model) score(s) filled with uniform "
             f"probabilities: {', '.join(f'{m} {n}' for m, n in counts.items() if n)}"
         )
