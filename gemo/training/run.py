@@ -71,6 +71,7 @@ def train(*, workspace, modality, features, model=None, name=None, overwrite=Fal
     if modality not in MODALITIES:
         raise GemoError(f"unknown modality {modality!r}; choose from {', '.join(MODALITIES)}")
     _check_modality(modality, features)
+    pretrained = bool(pretrained or weights is not None)  # a weights file implies it
     recipe = Recipe(epochs=epochs, lr=lr, patience=patience, folds=folds, seed=seed,
                     batch_size=batch_size or None)
     problem = recipe.check()
@@ -92,20 +93,19 @@ def train(*, workspace, modality, features, model=None, name=None, overwrite=Fal
             if "backbone" not in family.Options.defaults():
                 raise GemoError(f"model {family.name} has no backbone option")
             options["backbone"] = backbone
-        if (pretrained or weights is not None) and not hasattr(family, "pretrained_state"):
+        if pretrained and not hasattr(family, "pretrained_state"):
             raise GemoError(f"model {family.name} has no pretrained weights")
         probe = models.create(family.name, input_dim=input_dim(family, sample, features),
                               **options)  # fails now, before reading, on a bad option
         config = probe.config  # typed and complete: what the checkpoint will hold
         # Weights are found, verified and checked once, before any data is read.
-        backbone_weights = probe.pretrained_state(weights=weights) if (
-            pretrained or weights is not None) else None
+        backbone_weights = probe.pretrained_state(weights=weights) if pretrained else None
         recipe = recipe.resolved(family.train_defaults.get("batch_size", 32))
         name = artifacts.check_name(name or f"{modality}-{features}-{family.name}")
         request = {"modality": modality, "features": features, "model": family.name,
                    "options": probe.options.as_dict(), "recipe": recipe.per_model(),
                    "folds": recipe.folds, "seed": recipe.seed,
-                   "pretrained": bool(pretrained or weights is not None),
+                   "pretrained": pretrained,
                    "weights": None if weights is None else str(weights)}
         artifacts.claim(workspace, name, request, overwrite=overwrite, what="model")
         feature_meta = {
