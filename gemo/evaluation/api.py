@@ -128,7 +128,7 @@ def evaluate(
                 "confusion_png": str(png),
             }
 
-    if result["models"]:
+    if labelled.any():  # models that scored none of its clips are named above, as unscored
         console.print(metrics_table(result["models"], title=f"{split}: {labelled.sum()} labelled clips"))
     else:
         console.print(f"{split} has no labels: wrote predictions in the VGAF label format:")
