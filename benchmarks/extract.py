@@ -51,8 +51,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path)
-    parser.add_argument("--sets", default="frames,pyaudio,egemaps,compare-lld,faces,fer",
-                        help="a set that requires another (fer needs faces) must come after it")
+    parser.add_argument("--sets", default="frames,pyaudio,egemaps,compare-lld,faces,fer,pose",
+                        help="a set that requires another (fer needs faces) must come after it; "
+                        "pose needs pip install 'gemo[pose]'")
     parser.add_argument("--repeat", type=int, default=3, help="best of N passes")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()

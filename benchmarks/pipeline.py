@@ -29,7 +29,7 @@ from pathlib import Path
 
 from media import media_seconds, videos  # benchmarks/media.py
 
-ALL_SETS = "frames,pyaudio,egemaps,compare-lld,faces,fer"
+ALL_SETS = "frames,pyaudio,egemaps,compare-lld,faces,fer,pose"  # pose needs gemo[pose]
 
 
 def manifest(paths, copies, folder):
