@@ -1,6 +1,7 @@
 """Fixtures: media written by the tests themselves (tones, flat colours, moving shapes)."""
 
 import contextlib
+import importlib.util
 
 import numpy as np
 import pytest
@@ -21,6 +22,24 @@ def make_clip(path, *, seconds=2.0, fps=10, size=(64, 48), color=(200, 30, 30), 
         sound = (0.5 * np.sin(2 * np.pi * tone_hz * t)).astype(np.float32)
     write_mp4(path, frames=rgb, audio=sound, fps=fps, sample_rate=sample_rate)
     return path
+
+
+def _yolo_missing():
+    from gemo import pretrained
+    from gemo.errors import GemoError
+    from gemo.pose import detect
+
+    if importlib.util.find_spec("ultralytics") is None:
+        return "ultralytics absent (pip install 'gemo[pose]')"
+    try:
+        pretrained.find(detect.YOLO)
+    except GemoError:
+        return "yolo11n-pose.pt absent (gemo weights fetch yolo11n-pose)"
+    return None
+
+
+# The yolo pose detector runs only with the optional ultralytics and its fetched weights.
+needs_yolo = pytest.mark.skipif(_yolo_missing() is not None, reason=str(_yolo_missing()))
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,10 @@
 import json
+import sys
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import needs_yolo
 from PIL import Image
 from skimage import data
 
@@ -10,6 +12,8 @@ from gemo.cli import cli
 from gemo.data.cartoon import draw_face
 from gemo.data.synth import write_mp4
 from gemo.inspect import inspect_files
+from gemo.pose.detect import KEYPOINTS
+from gemo.pose.draw import LEFT
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +78,47 @@ def test_tight_face_crop_is_found(tmp_path, fer_weights):
     x1, y1, x2, y2 = face["box"]
     assert 0 <= x1 < x2 <= 70 and 0 <= y1 < y2 <= 90 and (x2 - x1) * (y2 - y1) > 0.5 * 70 * 90
     assert face["expression"] == "happy"
+
+
+@needs_yolo
+def test_pose_adds_persons_and_draws_their_skeletons(astronaut, tmp_path, fer_weights):
+    video = tmp_path / "astro.mp4"
+    write_mp4(video, frames=np.stack([data.astronaut()[::2, ::2]] * 4), fps=4)
+    flat = tmp_path / "flat.png"
+    Image.fromarray(np.full((360, 640, 3), 128, np.uint8)).save(flat)  # nobody
+    result = CliRunner().invoke(cli, ["inspect", str(astronaut), str(video), str(flat), "--pose",
+                                      "--frames", "2", "--json", "--draw", str(tmp_path / "drawn")])
+    assert result.exit_code == 0, result.output
+    image, clip, empty = json.loads(result.output)
+    [person] = image["persons"]
+    assert person["frame"] == 0 and person["score"] > 0.5
+    x1, y1, x2, y2 = person["box"]
+    assert x1 < 180 and y1 < 60 and x2 > 270 and y2 > 400  # around her face and upper body
+    points = np.array(person["keypoints"])
+    assert points.shape == (17, 3) and np.all((points[:, 2] >= 0) & (points[:, 2] <= 1))
+    shoulder, elbow = points[KEYPOINTS.index("left_shoulder")], points[KEYPOINTS.index("left_elbow")]
+    assert shoulder[2] >= 0.5 and elbow[2] >= 0.5
+    assert shoulder[0] > points[KEYPOINTS.index("right_shoulder"), 0]  # her left: image right
+    assert [p["frame"] for p in clip["persons"]] == [0, 1]
+    assert all(np.array(p["keypoints"]).shape == (17, 3) for p in clip["persons"])
+    assert empty["persons"] == [] and empty["faces"] == []
+
+    drawn = np.asarray(Image.open(tmp_path / "drawn" / "astronaut-000.png").convert("RGB"))
+    original = data.astronaut()
+    x, y = np.round((shoulder[:2] + elbow[:2]) / 2).astype(int)  # half way along her upper arm
+    around = drawn[y - 1:y + 2, x - 1:x + 2].reshape(-1, 3)
+    assert any(tuple(p) == LEFT for p in around)
+    assert not any(tuple(p) == LEFT for p in original[y - 1:y + 2, x - 1:x + 2].reshape(-1, 3))
+    np.testing.assert_array_equal(drawn[:40, 400:], original[:40, 400:])  # nothing drawn there
+
+
+def test_pose_options_fail_in_one_line(astronaut, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ultralytics", None)  # import fails as if absent
+    result = CliRunner().invoke(cli, ["inspect", str(astronaut), "--pose"])
+    assert result.exit_code == 2
+    [line] = result.output.strip().splitlines()
+    assert "pip install 'gemo[pose]'" in line and "--pose-detector keypointrcnn" in line
+    result = CliRunner().invoke(cli, ["inspect", str(astronaut), "--pose", "--pose-detector", "x"])
+    assert result.exit_code == 2 and "keypointrcnn" in result.output and "yolo" in result.output
+    result = CliRunner().invoke(cli, ["inspect", str(astronaut), "--pose-detector", "yolo"])
+    assert result.exit_code == 2 and "add --pose" in result.output

@@ -8,36 +8,33 @@ written by the test: shapes and bookkeeping only, not quality.
 """
 
 import dataclasses
-import importlib.util
 import json
+import re
 import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import make_clip
+from conftest import make_clip, needs_yolo
+from PIL import Image, ImageDraw
 from skimage import data
 
 from gemo import extractors, pretrained
 from gemo.errors import GemoError
 from gemo.extraction import extract, run_clip
 from gemo.pose import detect
-from gemo.pose.detect import KEYPOINTS, PoseDetector, build_keypointrcnn, create_detector
+from gemo.pose.detect import (
+    KEYPOINTS,
+    SKELETON,
+    Persons,
+    PoseDetector,
+    build_keypointrcnn,
+    create_detector,
+)
+from gemo.pose.draw import BOX, CENTRE, LEFT, draw_persons
 from gemo.workspace import Workspace
-
-
-def _yolo_missing():
-    if importlib.util.find_spec("ultralytics") is None:
-        return "ultralytics absent (pip install 'gemo[pose]')"
-    try:
-        pretrained.find(detect.YOLO)
-    except GemoError:
-        return "yolo11n-pose.pt absent (gemo weights fetch yolo11n-pose)"
-    return None
-
-
-needs_yolo = pytest.mark.skipif(_yolo_missing() is not None, reason=str(_yolo_missing()))
 
 ASTRONAUT = data.astronaut()  # 512 x 512 RGB, one person
 PHOTOS = {
@@ -196,3 +193,55 @@ def test_pose_cache_records_detector_and_frames_without_anyone(home, tmp_path):
         [clip] = f["clips"].values()
         assert clip["counts"][()].tolist() == [0, 0]
         assert clip["keypoints"].shape == (0, 17, 3) and clip["boxes"].shape == (0, 4)
+
+
+def test_skeleton_is_cocos_19_limbs_each_side_mirrored():
+    limbs = {tuple(sorted(KEYPOINTS[i] for i in limb)) for limb in SKELETON}
+    assert len(SKELETON) == len(limbs) == 19
+    swap = {"left": "right", "right": "left"}
+    for limb in limbs:
+        mirrored = tuple(sorted(swap.get(n.split("_")[0], "") + n[n.find("_"):] if "_" in n else n
+                                for n in limb))
+        assert mirrored in limbs, limb
+
+
+def test_skeleton_is_drawn_between_sure_keypoints_coloured_by_side():
+    points = np.zeros((1, 17, 3), np.float32)  # confidence 0: not drawn
+    for name, point in {"left_shoulder": (60, 20, 0.9), "left_elbow": (60, 80, 0.9),
+                        "right_shoulder": (20, 20, 0.9), "right_elbow": (20, 80, 0.4)}.items():
+        points[0, KEYPOINTS.index(name)] = point
+    persons = Persons(np.array([[5, 5, 90, 95]], np.float32), np.ones(1, np.float32), points)
+    canvas = Image.new("RGB", (100, 100))
+    draw_persons(ImageDraw.Draw(canvas), persons, width=3)
+    pixels = np.asarray(canvas)
+    assert tuple(pixels[50, 60]) == LEFT  # the left upper arm, half way
+    assert tuple(pixels[20, 40]) == CENTRE  # shoulder to shoulder, across the body
+    assert tuple(pixels[50, 20]) == (0, 0, 0)  # the right elbow is unsure: no right upper arm
+    assert tuple(pixels[80, 20]) == (0, 0, 0)  # nor its dot
+    assert tuple(pixels[5, 50]) == BOX and tuple(pixels[0, 0]) == (0, 0, 0)
+
+
+def test_the_documented_detector_works(tmp_path, enter):
+    """docs/pose.md's "Adding a detector" example, with a tiny network in place of its own."""
+    doc = Path(__file__).resolve().parents[1] / "docs" / "pose.md"
+    [example] = [b for b in re.findall(r"```python\n(.*?)```", doc.read_text(), re.S) if "class " in b]
+
+    class Tiny(torch.nn.Module):  # one person, its keypoints scaled by a loaded weight
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, images):
+            return [{"boxes": torch.tensor([[1.0, 2.0, 30.0, 40.0]]), "scores": torch.tensor([0.9]),
+                     "keypoints": self.scale * torch.full((1, 17, 3), 0.25)} for _ in images]
+
+    namespace = {"build_mypose": Tiny}
+    exec(compile(example.replace("@register\n", ""), str(doc), "exec"), namespace)  # noqa: S102
+    enter(detect._DETECTORS.registered(namespace["MyPose"]))
+    enter(pretrained.registered(pretrained.WeightFile("mypose.coco", "mypose.pth", None)))
+    torch.save({"scale": torch.tensor(2.0)}, tmp_path / "mypose.pth")
+    detector = create_detector("mypose", weights=tmp_path)
+    found, other = detector.detect([ASTRONAUT, ASTRONAUT[:100]])
+    np.testing.assert_array_equal(found.boxes, [[1, 2, 30, 40]])
+    assert found.keypoints.shape == (1, 17, 3) and np.all(found.keypoints == 0.5)  # scale loaded
+    assert detector.describe()["weights"]["name"] == "mypose.coco" and len(other) == 1

@@ -88,9 +88,9 @@ def synth(out, clips_per_class, seed, duration, workers):
 @click.option("--scheduler", metavar="ADDRESS",
               help="Dask scheduler to use with --executor dask, e.g. tcp://10.0.0.5:8786 "
                    "(default: start a local cluster of --workers processes).")
-@device_option("extract", help="Where the networks of the faces and fer sets run.")
+@device_option("extract", help="Where the networks of the faces, fer and pose sets run.")
 @click.option("--batch-size", type=click.IntRange(0), cls=ApiOption, stage="extract",
-              help="Frames (faces) or face crops (fer) per network call; 0: all frames of a "
+              help="Frames (faces, pose) or face crops (fer) per network call; 0: all frames of a "
                    "clip, and 64 crops (1024 on a GPU). It changes the speed; values agree to "
                    "float rounding.")
 @click.option("--list-sets", is_flag=True, help="List the feature sets and their parameters, then exit.")

