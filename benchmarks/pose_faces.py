@@ -1,6 +1,9 @@
 """Pose detection checked against faces annotated by hand on real group photographs.
 
-    python benchmarks/pose_faces.py --media ../shared/media --media WHEELS [--detector yolo]
+    python benchmarks/pose_faces.py --media CLIPS --media WHEELS [--detector yolo]
+
+CLIPS holds the clips the annotations name (the VGAF test clips Test_1, Test_10, Test_11
+and facenet-pytorch's street_1080p.mp4); WHEELS holds insightface-2.1-py3-none-any.whl.
 
 For every annotated face: is there a person whose confident head keypoints
 (confidence >= --min-confidence; at least one) lie on it: nose and eyes inside the
@@ -127,7 +130,7 @@ def main():
     for source in missing:
         print(f"skipped (not found; see --media): {source}")
     if not rows:
-        parser.error("no annotated photo was found: pass --media ../shared/media")
+        parser.error("no annotated photo was found: pass --media FOLDER holding the clips")
     faces = sum(r["faces"] for r in rows)
     found = sum(r["faces_found"] for r in rows)
     persons = sum(r["persons"] for r in rows)

@@ -28,22 +28,8 @@ import torch
 from gemo import pretrained
 from gemo.device import resolve_device
 from gemo.errors import GemoError
+from gemo.pose import KEYPOINTS
 from gemo.registry import Registry
-
-# COCO person keypoints, in the order both detectors return them.
-KEYPOINTS = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder",
-             "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-             "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle")
-
-# COCO's person skeleton: the 19 limbs drawn between keypoints, as indices into KEYPOINTS.
-SKELETON = tuple((KEYPOINTS.index(a), KEYPOINTS.index(b)) for a, b in (
-    ("left_ankle", "left_knee"), ("left_knee", "left_hip"), ("right_ankle", "right_knee"),
-    ("right_knee", "right_hip"), ("left_hip", "right_hip"), ("left_shoulder", "left_hip"),
-    ("right_shoulder", "right_hip"), ("left_shoulder", "right_shoulder"),
-    ("left_shoulder", "left_elbow"), ("right_shoulder", "right_elbow"),
-    ("left_elbow", "left_wrist"), ("right_elbow", "right_wrist"), ("left_eye", "right_eye"),
-    ("nose", "left_eye"), ("nose", "right_eye"), ("left_eye", "left_ear"),
-    ("right_eye", "right_ear"), ("left_ear", "left_shoulder"), ("right_ear", "right_shoulder")))
 
 _DETECTORS = Registry("pose detector")
 register, available = _DETECTORS.register, _DETECTORS.available
@@ -217,9 +203,14 @@ class YOLODetector(PoseDetector):
     name = "yolo"
 
     def _load(self):
-        # Ultralytics checks for updates online and logs to stdout unless told otherwise.
+        # Ultralytics checks for updates online, pip-installs what it misses and logs to
+        # stdout unless told otherwise.
         os.environ.setdefault("YOLO_OFFLINE", "1")
+        os.environ.setdefault("YOLO_AUTOINSTALL", "False")
         os.environ.setdefault("YOLO_VERBOSE", "False")
+        from PIL import Image
+
+        pil_open = Image.open
         try:
             from ultralytics import YOLO as Model
         except ImportError:
@@ -227,6 +218,9 @@ class YOLODetector(PoseDetector):
                             "pip install 'gemo[pose]', or use keypointrcnn (gemo extract: "
                             "-p pose.detector=keypointrcnn; gemo inspect: --pose-detector "
                             "keypointrcnn)") from None
+        # Importing ultralytics replaces PIL.Image.open with one that, on a file PIL cannot
+        # read, tries to install a HEIF plugin: the rest of gemo keeps PIL's own.
+        Image.open = pil_open
         weights = self.weights
         if weights is not None and Path(weights).is_file():
             known = pretrained.by_filename(Path(weights).name)

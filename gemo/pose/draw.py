@@ -6,8 +6,7 @@
 
 import numpy as np
 
-from gemo.pose import MIN_CONFIDENCE
-from gemo.pose.detect import KEYPOINTS, SKELETON
+from gemo.pose import KEYPOINTS, MIN_CONFIDENCE, SKELETON
 
 BOX = (0, 230, 120)
 LEFT, RIGHT, CENTRE = (0, 170, 255), (255, 60, 60), (255, 255, 255)  # the person's own sides (COCO)
