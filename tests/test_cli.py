@@ -205,6 +205,26 @@ def test_evaluate_tables_on_stdout_progress_on_stderr(tmp_path):
     assert "refitting" not in result.stdout
 
 
+def test_evaluate_counts_group_sizes_from_the_cache_asked_for(tmp_path):
+    from gemo.cache.store import FeatureCache
+
+    workspace = _scores_workspace(tmp_path / "work")
+    provenance = {"feature_set": "pose", "extractor_version": 2, "params": {}}
+    with FeatureCache(workspace.cache_path("pose"), mode="a", provenance=provenance) as cache:
+        for clip in workspace.load_index().split("val"):
+            cache.write(clip.id, {"counts": np.array([6, 7], np.int32)},
+                        fingerprint={"sha256": clip.id})
+    result = invoke("evaluate", "--by", "group-size", "--workdir", workspace.root)
+    assert result.exit_code == 2 and "extract the faces feature set" in result.stderr
+    result = invoke("evaluate", "--by", "group-size", "--group-size-from", "pose",
+                    "--workdir", workspace.root)
+    assert result.exit_code == 0, result.output
+    assert "persons per frame, pose cache" in " ".join(result.stdout.split())
+    saved = json.loads((workspace.reports_dir("val") / "metrics.json").read_text())
+    assert saved["by_group_size"]["counter"] == "pose"
+    assert saved["by_group_size"]["counts"] == {"small": 0, "large": 6, "unknown": 0}
+
+
 def test_help_takes_defaults_from_the_api_and_choices_from_the_registries():
     from gemo import fusion, models
 

@@ -194,17 +194,22 @@ def test_ablation_needs_a_fusion_and_labels(tmp_path):
         evaluate(workspace=ws, split="test", ablate=True, progress=False, console=quiet())
 
 
+def _write_counts(ws, feature_set, counts_of):
+    provenance = {"feature_set": feature_set, "extractor_version": 1, "params": {}}
+    with FeatureCache(ws.cache_path(feature_set), mode="a", provenance=provenance) as cache:
+        for clip_id, counts in counts_of.items():
+            cache.write(clip_id, {"counts": np.array(counts, np.int32)},
+                        fingerprint={"sha256": clip_id})
+
+
 def test_by_group_size_buckets(tmp_path):
     ws, clips = make_workspace(tmp_path)
     val = [c for c in clips if c.split == "val"]
     sizes = {c.id: (2.0 if i % 3 else 7.5) for i, c in enumerate(val[:-2])}  # last 2 unknown
     with pytest.raises(GemoError, match="faces feature set"):
         evaluate(workspace=ws, split="val", by="group-size", progress=False, console=quiet())
-    provenance = {"feature_set": "faces", "extractor_version": 1, "params": {}}
-    with FeatureCache(ws.cache_path("faces"), mode="a", provenance=provenance) as cache:
-        for clip_id, size in sizes.items():  # frames of 2 or 7/8 faces: mean 2.0 or 7.5
-            counts = np.array([2, 2] if size < 5 else [7, 8], np.int32)
-            cache.write(clip_id, {"counts": counts}, fingerprint={"sha256": clip_id})
+    # Frames of 2 or 7/8 faces: mean 2.0 or 7.5.
+    _write_counts(ws, "faces", {i: [2, 2] if size < 5 else [7, 8] for i, size in sizes.items()})
     console = quiet()
     result = evaluate(workspace=ws, split="val", by="group-size", progress=False, console=console)
     by_size = result["by_group_size"]
@@ -219,11 +224,38 @@ def test_by_group_size_buckets(tmp_path):
         assert by_size["buckets"][bucket]["audio"] == expected
         assert set(by_size["buckets"][bucket]) == {"audio", "faces", "scene"}
     assert "small (n=" in console.file.getvalue()
+    assert by_size["counter"] == "faces" and "faces per frame, faces cache" in console.file.getvalue()
     # A mapping passed in wins over the cache.
     everyone_large = {c.id: 9 for c in val}
     result = evaluate(workspace=ws, split="val", by="group-size", group_sizes=everyone_large,
                       progress=False, console=quiet())
     assert result["by_group_size"]["counts"] == {"small": 0, "large": len(val), "unknown": 0}
+    assert result["by_group_size"]["counter"] == "given"
+
+
+def test_group_sizes_counted_from_the_pose_cache_on_request(tmp_path):
+    ws, clips = make_workspace(tmp_path)
+    val = [c.id for c in clips if c.split == "val"]
+    # Crowds seen from behind: few faces, many persons.
+    _write_counts(ws, "faces", {clip_id: [1, 2] for clip_id in val})
+    with pytest.raises(GemoError, match=r"extract the pose feature set first.*--only pose.*persons"):
+        evaluate(workspace=ws, split="val", by="group-size", group_size_from="pose",
+                 progress=False, console=quiet())
+    _write_counts(ws, "pose", {clip_id: [6, 9] for clip_id in val[:-1]})
+    faces = evaluate(workspace=ws, split="val", by="group-size", progress=False, console=quiet())
+    assert faces["by_group_size"]["counter"] == "faces"
+    assert faces["by_group_size"]["counts"] == {"small": len(val), "large": 0, "unknown": 0}
+    console = quiet()
+    pose = evaluate(workspace=ws, split="val", by="group-size", group_size_from="pose",
+                    progress=False, console=console)
+    assert pose["by_group_size"]["counter"] == "pose"
+    assert pose["by_group_size"]["counts"] == {"small": 0, "large": len(val) - 1, "unknown": 1}
+    assert "persons per frame, pose cache" in console.file.getvalue()
+    saved = json.loads((ws.reports_dir("val") / "metrics.json").read_text())
+    assert saved["by_group_size"]["counter"] == "pose"
+    with pytest.raises(GemoError, match="unknown group-size counter 'bodies'; use one of faces, pose"):
+        evaluate(workspace=ws, split="val", by="group-size", group_size_from="bodies",
+                 progress=False, console=quiet())
 
 
 def test_bad_requests_are_clear_errors(tmp_path):

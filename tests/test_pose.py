@@ -8,6 +8,7 @@ written by the test: shapes and bookkeeping only, not quality.
 """
 
 import dataclasses
+import doctest
 import importlib.util
 import json
 import sys
@@ -16,14 +17,20 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from conftest import make_clip
 from skimage import data
 
-from gemo import extractors, pretrained
+from gemo import extractors, fusion, pretrained
+from gemo.cache.store import FeatureCache
+from gemo.cli import cli
 from gemo.errors import GemoError
+from gemo.evaluation import evaluate
 from gemo.extraction import extract, run_clip
-from gemo.pose import detect
+from gemo.labels import CLASSES
+from gemo.pose import detect, summary
 from gemo.pose.detect import KEYPOINTS, PoseDetector, build_keypointrcnn, create_detector
+from gemo.scores import ScoreTable, load_scores, save_scores
 from gemo.workspace import Workspace
 
 
@@ -196,3 +203,149 @@ def test_pose_cache_records_detector_and_frames_without_anyone(home, tmp_path):
         [clip] = f["clips"].values()
         assert clip["counts"][()].tolist() == [0, 0]
         assert clip["keypoints"].shape == (0, 17, 3) and clip["boxes"].shape == (0, 4)
+
+
+# Fusical's per-frame pose vector (gemo.pose.summary) and the pose modality.
+
+def _person(points, confidence=0.9):
+    """A person [17, 3] with ``points`` ({keypoint: (x, y) or (x, y, confidence)}), others absent."""
+    person = np.zeros((17, 3), np.float32)
+    for name, value in points.items():
+        person[KEYPOINTS.index(name)] = (*value, confidence) if len(value) == 2 else value
+    return person
+
+
+def _values(features, frame):
+    return dict(zip(summary.feature_names(), features[frame].tolist(), strict=True))
+
+
+def test_frame_features_by_hand():
+    # A: 20 wide and 40 high over its confident points: scale 40. Its nose (a face point) lies
+    # far off and its right hip is unsure (0.3): neither moves the scale at threshold 0.5.
+    a = _person({"left_shoulder": (10, 10), "right_shoulder": (30, 10), "left_hip": (10, 50),
+                 "right_hip": (30, 50, 0.3), "nose": (-500, -500, 0.99)})
+    b = _person({"left_shoulder": (100, 200), "right_hip": (300, 250)})  # 200 x 50: scale 200
+    c = a.copy()  # A three times larger, elsewhere: the same values (scale kept per person)
+    c[:, :2] = c[:, :2] * 3 + (70, 5)
+    nobody_sure = _person({"left_wrist": (5, 5)}, confidence=0.1)
+    keypoints = np.stack([a, b, c, nobody_sure])
+    frames = np.array([0, 0, 2, 2])
+    features = summary.frame_features(keypoints, frames, 3, min_confidence=0.5)
+    assert features.shape == (3, 25) and features.dtype == np.float32
+    assert np.isfinite(features).all()
+    expected = dict.fromkeys(summary.feature_names(), 0.0)
+    # Frame 0: left shoulder in both (mean of 0 and 0), the rest from one person each.
+    expected.update(left_shoulder_x=0.0, left_shoulder_y=0.0, right_shoulder_x=0.5,
+                    right_shoulder_y=0.0, left_hip_x=0.0, left_hip_y=1.0, right_hip_x=1.0,
+                    right_hip_y=0.25, persons=2.0)
+    assert _values(features, 0) == pytest.approx(expected)
+    assert _values(features, 1) == dict.fromkeys(summary.feature_names(), 0.0)  # empty frame
+    # Frame 2: C alone gives A's values; the person without a sure keypoint is only counted.
+    alone = summary.frame_features(a[None], [0], 1, min_confidence=0.5)[0]
+    np.testing.assert_allclose(features[2, :24], alone[:24], atol=1e-6)
+    assert features[2, 24] == 2 and _values(features, 2)["right_shoulder_x"] == 0.5
+    # At threshold 0.25, A's right hip (0.5, 1.0) counts too: frame 0 averages it with B's.
+    looser = _values(summary.frame_features(keypoints, frames, 3, min_confidence=0.25), 0)
+    assert (looser["right_hip_x"], looser["right_hip_y"]) == pytest.approx((0.75, 0.625))
+    # One sure keypoint: no extent to scale by, it sits at (0, 0) instead of dividing by 0.
+    single = summary.frame_features(_person({"left_knee": (40, 60)})[None], [0], 1)
+    assert np.isfinite(single).all() and single[0].tolist() == [0.0] * 24 + [1.0]
+
+
+def test_frame_features_example_in_the_docstring_holds():
+    assert doctest.testmod(summary).failed == 0
+
+
+class Posed(PoseDetector):
+    """Nobody (30 %) or 1 to 3 persons per image, drawn from a seed of its pixels; the clip's
+    class (its colour: red, green, blue) sets the wrists' height: raised, at the hips, low."""
+
+    name = "test-posed"
+
+    def _load(self):
+        return {"file": "posed", "name": None, "sha256": "0" * 64}
+
+    def _detect_batch(self, images):
+        found = []
+        for image in images:
+            rng = np.random.default_rng(int(image.sum()))
+            label = int(np.argmax(image.reshape(-1, 3).mean(0)))
+            n = 0 if rng.random() < 0.3 else int(rng.integers(1, 4))
+            skeleton = np.array([(20 + 3 * i, 10 + 4 * i) for i in range(17)], np.float32)
+            points = np.concatenate([skeleton + rng.normal(0, 1, (n, 17, 2)) * 2,
+                                     rng.uniform(0.2, 1.0, (n, 17, 1))], axis=2)
+            wrists = [KEYPOINTS.index("left_wrist"), KEYPOINTS.index("right_wrist")]
+            points[:, wrists, 1] = (5, 45, 75)[label] + rng.normal(0, 3, (n, 2))
+            points[:, wrists, 2] = 0.9
+            boxes = np.tile([0, 0, 60, 80], (n, 1)) + rng.uniform(0, 5, (n, 4))
+            found.append((boxes, np.full(n, 0.9), points))
+        return found
+
+
+def _pose_workspace(root, *, train=6, val=2, enter):
+    """Clips of three colours (one class each), two per source video, and their pose cache
+    extracted by the test detector."""
+    enter(detect._DETECTORS.registered(Posed))
+    rows, video = ["path,split,label"], 0
+    for split, count in (("train", train), ("val", val)):
+        for label, color in enumerate([(200, 30, 30), (30, 200, 30), (30, 30, 200)]):
+            for i in range(count):
+                video += i % 2 == 0
+                name = f"{video}_{i % 2 + 1}.mp4"
+                make_clip(root / name, seconds=1.0, color=color, audio=False)
+                rows.append(f"{name},{split},{CLASSES[label]}")
+    (root / "list.csv").write_text("\n".join(rows) + "\n")
+    workspace = Workspace(root / "ws")
+    [report] = extract(workspace=workspace, dataset=root / "list.csv", sets=["pose"],
+                       params={"pose": {"detector": "test-posed", "count": 4}}, workers=1,
+                       progress=False, device="cpu")
+    assert report.failed == {}
+    return workspace
+
+
+def test_pose_cache_stores_the_summary_of_its_own_arrays(tmp_path, enter):
+    workspace = _pose_workspace(tmp_path, train=2, val=0, enter=enter)
+    with FeatureCache(workspace.cache_path("pose")) as cache:
+        assert cache.info["feature_names"] == summary.feature_names()
+        assert cache.provenance["extractor_version"] == 2
+        assert cache.params["min_confidence"] == 0.5
+        counts = []
+        for clip_id in cache.ids():
+            arrays = cache.read(clip_id)
+            assert arrays["features"].dtype == np.float32 and arrays["features"].shape == (4, 25)
+            np.testing.assert_array_equal(arrays["features"], summary.frame_features(
+                arrays["keypoints"], arrays["frame_index"], len(arrays["counts"]),
+                min_confidence=0.5))
+            np.testing.assert_array_equal(arrays["features"][:, -1], arrays["counts"])
+            counts += arrays["counts"].tolist()
+    assert 0 in counts and max(counts) > 1  # empty frames and groups were both stored
+
+
+def test_pose_modality_trains_and_joins_fusion_ablation_and_group_sizes(tmp_path, enter):
+    workspace = _pose_workspace(tmp_path, enter=enter)
+    result = CliRunner().invoke(cli, ["train", "pose", "--features", "pose", "--folds", "2",
+                                      "--epochs", "40", "--patience", "8", "--lr", "0.01",
+                                      "--device", "cpu", "--quiet", "--workdir",
+                                      str(workspace.root)])
+    assert result.exit_code == 0, result.output
+    name = "pose-pose-face-lstm"  # Fusical's pose model: Bi-LSTM, FC, softmax
+    table = load_scores(workspace.scores_path(name))
+    labels = {c.id: c.label for c in workspace.load_index().clips}
+    val = [i for i, split in enumerate(table.splits) if split == "val"]
+    accuracy = np.mean([table.probs[i].argmax() == labels[table.ids[i]] for i in val])
+    assert accuracy >= 0.8, accuracy  # the wrists' height tells the classes apart; chance 1/3
+    assert table.attrs["modality"] == "pose" and table.oof[[s == "train" for s in table.splits]].all()
+    config = json.loads((workspace.model_dir(name) / "config.json").read_text())
+    assert config["features"]["feature_names"] == summary.feature_names()
+    # With no special case: fused with another model, ablated, and grouped by persons.
+    rng = np.random.default_rng(0)
+    save_scores(workspace.scores_path("other"), ScoreTable(
+        "other", table.ids, table.splits, rng.dirichlet([1, 1, 1], len(table.ids)),
+        table.oof))
+    fusion.fuse(workspace=workspace, method="mean", progress=False)
+    report = evaluate(workspace=workspace, split="val", ablate=True, by="group-size",
+                      group_size_from="pose", progress=False)
+    assert [row["left_out"] for row in report["ablation"]["fusion-mean"]["rows"]] == [
+        "other", name]
+    assert report["by_group_size"]["counter"] == "pose"
+    assert report["by_group_size"]["counts"]["small"] == len(val)  # at most 3 persons a frame

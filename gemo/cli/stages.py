@@ -199,7 +199,7 @@ def info(as_json, workdir):
 @workdir_option
 def train(modality, features, model, name, overwrite, backbone, pretrained, weights, epochs,
           batch_size, lr, patience, folds, seed, device, options, quiet, workdir):
-    """Train a MODALITY (audio, scene, face) model on a cached feature set; write its
+    """Train a MODALITY (audio, scene, face, pose) model on a cached feature set; write its
     checkpoint and per-clip scores.
 
     \b
@@ -208,6 +208,7 @@ def train(modality, features, model, name, overwrite, backbone, pretrained, weig
       gemo train audio --features egemaps --epochs 100
       gemo train scene --features frames --backbone resnet18 --pretrained --device cuda
       gemo train face --features fer
+      gemo train pose --features pose
       gemo train audio --features pyaudio --lr 3e-4 --name audio-pyaudio-slow
     """
     summary = api.train(
@@ -259,10 +260,13 @@ def fuse(method, models, inputs, full_train, name, overwrite, seed, quiet, workd
               help="Also write all metrics to this JSON file.")
 @click.option("--ablate", is_flag=True, help="Refit each fusion with each model left out in turn.")
 @click.option("--by", type=click.Choice(["group-size"]), help="Break metrics down by group size "
-              "(needs the faces feature set).")
+              "(needs the feature set that --group-size-from names).")
+@click.option("--group-size-from", type=click.Choice(["faces", "pose"]), cls=ApiOption,
+              stage="evaluate", help="Count group sizes as the faces (Pinto 2020) or the persons "
+              "(pose) found per frame.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @workdir_option
-def evaluate(split, json_path, ablate, by, quiet, workdir):
+def evaluate(split, json_path, ablate, by, group_size_from, quiet, workdir):
     """Accuracy, per-class accuracy, confusion, macro F1 and UAR of every model and fusion.
 
     On a split without labels (VGAF Test) it writes predictions in the VGAF
@@ -272,10 +276,12 @@ def evaluate(split, json_path, ablate, by, quiet, workdir):
     Examples:
       gemo evaluate --split val --json metrics.json
       gemo evaluate --split val --ablate
+      gemo evaluate --split val --by group-size --group-size-from pose
       gemo evaluate --split test
     """
     result = api.evaluate(workspace=api.Workspace(workdir), json_path=json_path, ablate=ablate,
-                          by=by, progress=not quiet, console=results, **given(split=split))
+                          by=by, progress=not quiet, console=results,
+                          **given(split=split, group_size_from=group_size_from))
     for path in (result["metrics_path"], result.get("json_path")):
         if path:
             results.print(f"wrote {path}", soft_wrap=True, highlight=False)

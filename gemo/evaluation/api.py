@@ -54,12 +54,14 @@ def evaluate(
     progress=True,
     console=None,
     group_sizes=None,
+    group_size_from="faces",
 ):
     """Score every table in ``scores/`` on ``split``, print tables, write reports; return it all.
 
     ``ablate``: refit each fusion found with each input model left out.
     ``by="group-size"``: also report per group-size bucket, from ``group_sizes``
-    (``{clip id: mean faces per frame}``) or ``<workdir>/group_sizes.json``.
+    (``{clip id: mean faces per frame}``) or else the mean per-frame count of the
+    ``group_size_from`` cache: ``faces`` (as Pinto 2020 counted) or ``pose`` (persons).
     ``console``: a :class:`rich.console.Console` to print the tables to (the CLI
     passes stdout's); None prints none. Progress and notes go to stderr.
     """
@@ -85,7 +87,8 @@ def evaluate(
         raise GemoError(f"{split} clips have no labels: ablation and breakdowns need labels")
     if ablate and not fusions:
         raise GemoError("nothing to ablate: no fusion score table found; run `gemo fuse` first")
-    sizes = load_group_sizes(workspace=workspace, group_sizes=group_sizes) if by else None
+    sizes = (load_group_sizes(workspace=workspace, group_sizes=group_sizes,
+                              counter=group_size_from) if by else None)
 
     reports = workspace.reports_dir(split, create=True)
     labelled_ids = [clip_id for clip_id, keep in zip(ids, labelled) if keep]
@@ -152,7 +155,9 @@ def evaluate(
             console.print(ablation_table(name, entry))  # stale fusions were refused above
 
     if by == "group-size":
-        result["by_group_size"] = _by_group_size(labelled_ids, labels, predicted, sizes)
+        counter = "given" if group_sizes is not None else group_size_from
+        result["by_group_size"] = {"counter": counter,
+                                   **_by_group_size(labelled_ids, labels, predicted, sizes)}
         console.print(group_size_table(result["by_group_size"]))
 
     text = json.dumps(result, indent=1)

@@ -1,24 +1,31 @@
-"""Group-size buckets (Pinto 2020, Table VI): small groups have fewer than 5 faces per frame."""
+"""Group-size buckets (Pinto 2020, Table VI): small groups have fewer than 5 faces per frame.
+
+The count per frame comes from a cache: ``faces`` (detected faces, as Pinto 2020 counted)
+or ``pose`` (detected persons, who need not face the camera).
+"""
 
 from gemo.cache.store import FeatureCache
 from gemo.errors import GemoError
 
-SMALL_BELOW = 5.0  # mean detected faces per frame; < 5 is a small group
+SMALL_BELOW = 5.0  # mean detected faces (or persons) per frame; < 5 is a small group
 BUCKETS = ("small", "large")
+COUNTERS = {"faces": "faces", "pose": "persons"}  # cache -> what its per-frame counts count
 
 
-def load_group_sizes(*, workspace, group_sizes=None):
-    """``{clip id: mean faces per frame}``: ``group_sizes`` if given, else from the faces cache.
-
-    Pinto 2020 counted MTCNN faces on every frame; the ``faces`` feature set
-    stores that count per sampled frame (``counts``).
+def load_group_sizes(*, workspace, group_sizes=None, counter="faces"):
+    """``{clip id: mean count per frame}``: ``group_sizes`` if given, else from the ``counter``
+    cache (``faces`` or ``pose``), whose ``counts`` array holds the faces or persons found in
+    each sampled frame.
     """
+    if counter not in COUNTERS:
+        raise GemoError(f"unknown group-size counter {counter!r}; use one of {', '.join(COUNTERS)}")
     source = "group_sizes"
     if group_sizes is None:
-        path = workspace.cache_path("faces")
+        path = workspace.cache_path(counter)
         if not path.exists():
-            raise GemoError("no group sizes: extract the faces feature set first "
-                            "(gemo extract --only faces), it counts the faces on every frame")
+            raise GemoError(f"no group sizes: extract the {counter} feature set first "
+                            f"(gemo extract --only {counter}), it counts the {COUNTERS[counter]} "
+                            "on every frame")
         with FeatureCache(path) as cache:
             group_sizes = {i: cache.read(i, names=("counts",))["counts"].mean() for i in cache.ids()}
         source = path

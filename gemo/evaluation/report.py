@@ -65,8 +65,10 @@ def ablation_table(name, ablation):
 def group_size_table(by_size):
     """Accuracy and UAR of every model on small and large groups (Pinto 2020 Table VI)."""
     counts = by_size["counts"]
+    counted = {"faces": "faces per frame, faces cache", "pose": "persons per frame, pose cache",
+               "given": "per frame, sizes given"}[by_size["counter"]]
     table = Table(
-        title=f"by group size (small: < {by_size['small_below']:g} faces per frame; "
+        title=f"by group size (small: < {by_size['small_below']:g} {counted}; "
         f"{counts['unknown']} clip(s) without a size left out)"
     )
     table.add_column("model", no_wrap=True)

@@ -35,7 +35,7 @@ class Extractor:
     libraries = ()
     modules = ()  # e.g. ("opensmile",): imported once by the fork server of the pool workers
     requires = ()  # feature sets whose cached arrays extract() reads, e.g. ("faces",)
-    modality = ""  # the `gemo train` modality its features describe (audio, scene, face); "" any
+    modality = ""  # the `gemo train` modality its features describe (audio, scene, ...); "" any
     uses_device = False  # True for sets that run networks: they honour device and batch_size
 
     @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""``pose``: persons and their 17 COCO keypoints in K frames per clip.
+"""``pose``: persons and their 17 COCO keypoints in K frames per clip, and Fusical's 25
+values per frame (``features`` [K, 25], :mod:`gemo.pose.summary`) that `gemo train pose` reads.
 
 Frames are taken like ``faces`` (centres of K equal slices, stored resolution; the
 one decode of a clip is shared through :meth:`frame_counts`). At most ``max_persons``
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 
 from gemo.extractors.base import DetectorSet, register, stack_frames
 from gemo.options import Options
+from gemo.pose import KEYPOINTS, summary
 
 # gemo.pose.detect imports torch (2 s): loaded on first use, so `gemo --help` stays quick.
 
@@ -17,9 +19,10 @@ from gemo.options import Options
 @register
 class Pose(DetectorSet):
     name = "pose"
-    version = 1
+    version = 2  # 2: features, Fusical's per-frame pose vector
     description = ("persons in K evenly spaced frames: boxes, scores and 17 COCO keypoints "
-                   "(x, y, confidence) in pixels of the frame")
+                   "(x, y, confidence) in pixels of the frame; per frame the 12 body keypoints "
+                   "scaled per person, averaged over persons, + person count (Fusical)")
 
     @dataclass(frozen=True)
     class Params(Options):
@@ -27,12 +30,13 @@ class Pose(DetectorSet):
         detector: str = "yolo"  # yolo needs `pip install 'gemo[pose]'`; or keypointrcnn
         threshold: float = 0.5  # persons scoring less are dropped
         max_persons: int = 16  # per frame, largest first; 0: all
+        min_confidence: float = 0.5  # keypoints less sure are left out of the features
 
         def check(self):
             if self.count < 1:
                 return "count must be positive"
-            if not 0.0 <= self.threshold <= 1.0:
-                return "threshold must be within 0..1"
+            if not 0.0 <= self.threshold <= 1.0 or not 0.0 <= self.min_confidence <= 1.0:
+                return "threshold and min_confidence must be within 0..1"
             if self.max_persons < 0:
                 return "max_persons must be >= 0 (0: no limit)"
             return None
@@ -50,16 +54,15 @@ class Pose(DetectorSet):
                                device=self.device, batch_size=self.batch_size)
 
     def info(self):
-        from gemo.pose.detect import KEYPOINTS
-
-        return {"keypoints": list(KEYPOINTS), "detector": self.detector().describe()}
+        return {"keypoints": list(KEYPOINTS), "feature_names": summary.feature_names(),
+                "detector": self.detector().describe()}
 
     def compute(self, media):
         frames, timestamps = media.frames(count=self.params.count, max_side=0)
         cap = self.params.max_persons
         kept = [persons[:cap] if cap > 0 else persons
                 for persons in self.detector().detect(list(frames))]
-        return {
-            **stack_frames(kept, {"boxes": (4,), "scores": (), "keypoints": (17, 3)}),
-            "timestamps": timestamps,
-        }
+        arrays = stack_frames(kept, {"boxes": (4,), "scores": (), "keypoints": (17, 3)})
+        features = summary.frame_features(arrays["keypoints"], arrays["frame_index"], len(kept),
+                                          min_confidence=self.params.min_confidence)
+        return {**arrays, "timestamps": timestamps, "features": features}

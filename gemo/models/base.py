@@ -30,6 +30,7 @@ DEFAULT_MODELS = {
     "egemaps": "mlp",
     "frames": "frame-cnn",
     "fer": "face-lstm",
+    "pose": "face-lstm",  # Fusical's pose model: Bi-LSTM, FC, softmax, as its face model
 }
 
 

@@ -3,6 +3,10 @@
 The input is the ``fer`` set's 22 values per frame (min, max and mean of the 7
 expression probabilities over the frame's faces, and the face count). The last
 states of both directions summarise the clip; the FC(8) output is the embedding.
+It is also the default for the ``pose`` set's 25 values per frame: Fusical's pose
+model was the same shape, "a bi-directional LSTM followed by a fully-connected
+layer and a softmax classifier" (``blstm-attention`` would average its 4-frame
+``pool`` over the 5 frames of a clip).
 
 >>> model = create("face-lstm", input_dim=22)            # doctest: +SKIP
 >>> model(torch.zeros(2, 10, 22)).shape                  # doctest: +SKIP
@@ -23,7 +27,8 @@ from gemo.models.base import Model, register
 class FaceLSTM(Model):
     name = "face-lstm"
     input_kind = "sequence"
-    description = "Bi-LSTM(32) over per-frame face-expression vectors, FC(8), FC -> 3 (Fusical)"
+    description = ("Bi-LSTM(32) over per-frame vectors (face expressions, pose), FC(8), FC -> 3 "
+                   "(Fusical)")
 
     @dataclass(frozen=True)
     class Options(options.Options):

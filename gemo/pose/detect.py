@@ -28,12 +28,8 @@ import torch
 from gemo import pretrained
 from gemo.device import resolve_device
 from gemo.errors import GemoError
+from gemo.pose import KEYPOINTS
 from gemo.registry import Registry
-
-# COCO person keypoints, in the order both detectors return them.
-KEYPOINTS = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder",
-             "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-             "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle")
 
 _DETECTORS = Registry("pose detector")
 register, available = _DETECTORS.register, _DETECTORS.available

@@ -46,7 +46,7 @@ from gemo.training.recipe import Recipe
 from gemo.training.splits import assign_folds
 from gemo.workspace import Workspace
 
-MODALITIES = ("audio", "scene", "face")
+MODALITIES = ("audio", "scene", "face", "pose")
 
 
 def train(*, workspace, modality, features, model=None, name=None, overwrite=False,
@@ -56,8 +56,9 @@ def train(*, workspace, modality, features, model=None, name=None, overwrite=Fal
     """Train a model of ``modality`` on ``features``, write it and its scores; returns a summary.
 
     ``model`` picks the family (default by feature set: pyaudio/compare-lld ->
-    blstm-attention, egemaps -> mlp, frames -> frame-cnn); ``backbone`` and any
-    other keyword (``hidden=32``, ``input_size=64``...) are the family's options.
+    blstm-attention, egemaps -> mlp, frames -> frame-cnn, fer and pose -> face-lstm);
+    ``backbone`` and any other keyword (``hidden=32``, ``input_size=64``...) are the
+    family's options.
     ``name`` defaults to ``<modality>-<features>-<family>``; a model of that name
     trained with other options is refused unless ``overwrite`` (see :mod:`gemo.artifacts`).
     ``pretrained=True`` loads ImageNet weights into the backbone (searched as
