@@ -246,6 +246,21 @@ def test_options_left_out_are_not_passed_so_the_api_defaults_apply(monkeypatch):
     assert not {"method", "seed", "inputs", "name"} & set(calls[0])
 
 
+def test_class_weight_reaches_train_and_is_left_to_its_default_when_not_given(monkeypatch):
+    from gemo import api
+
+    text = " ".join(invoke("train", "--help").stdout.split())
+    assert "--class-weight [none|balanced]" in text and "[default: none]" in text
+    calls = []
+    monkeypatch.setattr(api, "train", lambda **kwargs: calls.append(kwargs) or {"name": "x"})
+    words = ["train", "audio", "--features", "egemaps", "--model", "svm"]
+    assert invoke(*words, "--class-weight", "balanced").exit_code == 0
+    assert invoke(*words).exit_code == 0
+    assert calls[0]["class_weight"] == "balanced" and "class_weight" not in calls[1]
+    result = invoke(*words, "--class-weight", "inverse")
+    assert result.exit_code == 2 and "'inverse' is not one of 'none', 'balanced'" in result.output
+
+
 def test_the_command_line_starts_without_torch():
     import subprocess
     import sys

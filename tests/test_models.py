@@ -1,4 +1,4 @@
-"""Model registry, the three families, input pipelines and checkpoint round trips."""
+"""Model registry, the families, input pipelines and checkpoint round trips."""
 
 import numpy as np
 import pytest
@@ -7,6 +7,7 @@ import torch
 from gemo import models
 from gemo.errors import GemoError
 from gemo.models.checkpoint import build_checkpoint, load_checkpoint, load_model, save_checkpoint
+from gemo.models.classical import Classical
 from gemo.models.inputs import IMAGENET_MEAN, inputs_for, is_finite
 
 
@@ -17,6 +18,8 @@ def _inputs(name):
         "blstm-attention": (torch.randn(3, 20, 6), torch.tensor([20, 20, 20])),
         "face-lstm": (torch.randn(3, 10, 22), torch.tensor([10, 7, 10])),
         "mlp": (torch.randn(3, 12),),
+        "svm": (torch.randn(3, 12),),
+        "logreg": (torch.randn(3, 12),),
         "frame-cnn": (torch.randn(3, 4, 3, 32, 32),),
     }[name]
 
@@ -24,15 +27,37 @@ def _inputs(name):
 CONFIGS = {
     "blstm-attention": {"input_dim": 6},
     "mlp": {"input_dim": 12},
+    "svm": {"input_dim": 12},
+    "logreg": {"input_dim": 12},
     "face-lstm": {"input_dim": 22},
     "frame-cnn": {"input_dim": 3, "input_size": 32},
 }
 
 
+def _vectors(classes=(0, 1, 2), count=60, seed=0):
+    """``(x float64 as float32 rounds it, y, groups)``: 12 features, the class in the first two."""
+    rng = np.random.default_rng(seed)
+    y = rng.choice(classes, count)
+    x = rng.normal(size=(count, 12))
+    x[:, 0] += y
+    x[:, 1] += y == 2
+    return x.astype(np.float32).astype(np.float64), y, np.arange(count) // 2
+
+
+def _create(name):
+    """A model of family ``name``; a classical one fitted (it has no weights before)."""
+    model = models.create(name, **CONFIGS[name])
+    if isinstance(model, Classical):
+        x, y, groups = _vectors()
+        model.fit(x, y, groups=groups, sample_weight=None, seed=0)
+    return model.eval()
+
+
 def test_registry_lists_and_creates_every_family():
-    assert models.available() == ["blstm-attention", "face-lstm", "frame-cnn", "mlp"]
+    assert models.available() == ["blstm-attention", "face-lstm", "frame-cnn", "logreg", "mlp",
+                                  "svm"]
     for name in models.available():
-        model = models.create(name, **CONFIGS[name]).eval()
+        model = _create(name)
         x = _inputs(name)
         logits, embedding = model(*x), model.embed(*x)
         assert logits.shape == (3, 3)
@@ -120,7 +145,7 @@ def test_small_backbone_has_no_pretrained_weights():
 def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):
     for name in models.available():
         torch.manual_seed(3)
-        model = models.create(name, **CONFIGS[name]).eval()
+        model = _create(name)
         inputs = inputs_for(model)
         if name == "frame-cnn":
             inputs.fit([])
@@ -142,6 +167,50 @@ def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):
             assert torch.equal(model(*x), loaded.model(*x))
             assert torch.equal(model.embed(*x), loaded.model.embed(*x))
         assert torch.equal(loaded.inputs.mean, inputs.mean)
+
+
+@pytest.mark.parametrize("classes", [(0, 1, 2), (0, 2)])
+def test_classical_models_predict_what_scikit_learn_predicts(classes):
+    """The torch arithmetic on the stored arrays is scikit-learn's predict_proba (a class
+    absent from training gets probability 0), sample weights and all."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import SVC
+
+    from gemo.folds import grouped_folds
+
+    x, y, groups = _vectors(classes, count=90, seed=1)
+    weights = np.where(y == 0, 2.0, 1.0)
+    for name in ("svm", "logreg"):
+        model = models.create(name, input_dim=12)
+        report = model.fit(x, y, groups=groups, sample_weight=weights, seed=0)
+        params = dict(report["params"])
+        if name == "svm":
+            params["gamma"] = params.pop("gamma_value")
+            reference = CalibratedClassifierCV(
+                SVC(**params), method="sigmoid", ensemble=False,
+                cv=grouped_folds(y, groups, n_splits=5, seed=0))
+        else:
+            reference = LogisticRegression(max_iter=model.max_iter, **params)
+        reference.fit(x, y, sample_weight=weights)
+        expected = np.zeros((len(y), 3))
+        expected[:, reference.classes_] = reference.predict_proba(x)
+        with torch.no_grad():
+            probs = torch.softmax(model(torch.tensor(x, dtype=torch.float32)), dim=1)
+        np.testing.assert_allclose(probs.numpy(), expected, atol=1e-9)
+        assert report["scoring"] == "balanced_accuracy"
+        assert len(report["candidates"]) == (12 if name == "svm" else 4)
+
+
+def test_classical_options_are_checked():
+    with pytest.raises(GemoError, match="C: '0.1,x' is not a comma-separated list"):
+        models.create("svm", input_dim=3, C="0.1,x")
+    with pytest.raises(GemoError, match="gamma: '-1' is not"):
+        models.create("svm", input_dim=3, gamma="-1")
+    with pytest.raises(GemoError, match="cv must be at least 2"):
+        models.create("logreg", input_dim=3, cv=1)
+    with pytest.raises(GemoError, match="model svm is not fitted"):
+        models.create("svm", input_dim=3)(torch.zeros(1, 3))
 
 
 def test_load_refuses_what_is_not_a_gemo_checkpoint(tmp_path):

@@ -385,8 +385,9 @@ def test_recipe_states_the_defaults_and_loads_without_torch():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_training_on_cuda(tmp_path):
-    workspace = make_workspace(tmp_path, kinds=("pyaudio", "frames"))
-    for name, options in (("audio-pyaudio-blstm-attention", {}), ("scene-frames-frame-cnn", {"input_size": 32})):
+    workspace = make_workspace(tmp_path, kinds=("pyaudio", "frames", "egemaps"))
+    for name, options in (("audio-pyaudio-blstm-attention", {}), ("scene-frames-frame-cnn", {"input_size": 32}),
+                          ("audio-egemaps-svm", {"model": "svm"})):
         modality, features = name.split("-")[:2]
         summary = train(workspace=workspace, modality=modality, features=features, folds=2,
                         **options, **{**FAST, "device": "auto"})
@@ -467,3 +468,114 @@ def test_models_are_listed_and_removed_and_fusions_left_stale_say_so(tmp_path):
     assert workspace.cache_path("pyaudio").exists()
     rows = {row["name"]: row for row in api.trained(workspace=workspace)}
     assert rows["fusion-mean"]["stale_inputs"] == ["audio-2"]
+
+
+def test_balanced_class_weights_are_scikit_learns_on_the_training_labels():
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from gemo.training.loop import class_weights
+
+    labels = [0] * 6 + [1] * 3 + [2]
+    weights = class_weights(labels, "balanced")
+    np.testing.assert_allclose(weights, [10 / (3 * 6), 10 / (3 * 3), 10 / (3 * 1)])
+    np.testing.assert_allclose(weights, compute_class_weight("balanced", classes=np.arange(3),
+                                                             y=labels))
+    assert class_weights(labels, "none") is None
+    np.testing.assert_allclose(class_weights([0, 0, 0, 2], "balanced"), [4 / 6, 0, 2])
+
+
+def _imbalanced(counts, seed):
+    """Four features, the minority classes shifted by one standard deviation on one each."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(3), counts)
+    x = rng.normal(size=(len(y), 4)).astype(np.float32)
+    x[:, 0] += y == 1
+    x[:, 1] += y == 2
+    return x, y
+
+
+@pytest.mark.parametrize("family", ["mlp", "logreg", "svm"])
+def test_balanced_class_weight_raises_minority_recall(family):
+    """80% of one class: unweighted models predict it almost always; balanced ones do not."""
+    from gemo import models
+    from gemo.models.inputs import inputs_for
+    from gemo.training.loop import class_weights, fit_model
+
+    x, y = _imbalanced((120, 15, 15), seed=0)
+    x_test, y_test = _imbalanced((100, 100, 100), seed=1)
+    recall = {}
+    for mode in ("none", "balanced"):
+        torch.manual_seed(0)
+        model = models.create(family, input_dim=4)
+        inputs = inputs_for(model).fit(list(x))
+        (fit,), (test,) = inputs.tensors(list(x)), inputs.tensors(list(x_test))
+        if family == "mlp":
+            recipe = Recipe(epochs=40, patience=40, lr=1e-2, batch_size=64, class_weight=mode)
+            fit_model(model, inputs, (fit, torch.tensor(y)), (test, torch.tensor(y_test)),
+                      recipe=recipe, seed=0)
+        else:
+            weights = class_weights(y, mode)
+            model.fit(fit.double().numpy(), y, groups=np.arange(len(y)), seed=0,
+                      sample_weight=None if weights is None else weights[y])
+        with torch.no_grad():
+            predicted = model.eval()(test).argmax(1).numpy()
+        recall[mode] = np.mean([(predicted[y_test == k] == k).mean() for k in (1, 2)])
+    assert recall["none"] < 0.2 and recall["balanced"] > recall["none"] + 0.3, recall
+
+
+def test_class_weight_is_recorded_and_a_change_needs_overwrite(tmp_path):
+    workspace = make_workspace(tmp_path, kinds=("egemaps",))
+    quick = {**FAST, "epochs": 3, "folds": 0, "workspace": workspace, "modality": "audio",
+             "features": "egemaps"}
+    train(**quick, class_weight="balanced")
+    out = workspace.model_dir("audio-egemaps-mlp")
+    config = json.loads((out / "config.json").read_text())
+    assert config["hyperparameters"]["class_weight"] == "balanced"
+    assert config["request"]["recipe"]["class_weight"] == "balanced"
+    assert "--class-weight balanced" in config["command"]
+    raw = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
+    assert raw["hyperparameters"]["class_weight"] == "balanced"
+    with pytest.raises(GemoError, match=r"recipe\.class_weight 'balanced' -> 'none'.*--overwrite"):
+        train(**quick)
+    with pytest.raises(GemoError, match="class_weight must be one of none, balanced"):
+        train(**quick, class_weight="inverse")
+
+
+@pytest.mark.parametrize("family", ["svm", "logreg"])
+def test_classical_models_score_like_every_model(tmp_path, family):
+    """Out-of-fold train rows, the final model's val/test rows and embeddings, a checkpoint
+    that predict() reloads to the same probabilities, and the grid search recorded."""
+    workspace = make_workspace(tmp_path, kinds=("egemaps",))
+    summary = train(workspace=workspace, modality="audio", features="egemaps", model=family,
+                    folds=3, class_weight="balanced", progress=False, device="cpu")
+    name = f"audio-egemaps-{family}"
+    assert summary["name"] == name and summary["epochs_run"] == 0
+    table = load_scores(workspace.scores_path(name))
+    labels = _labels(workspace)
+    clips = workspace.load_index().by_id()
+    assert list(table.oof) == [s == "train" and clips[i].label is not None
+                               for i, s in zip(table.ids, table.splits, strict=True)]
+    np.testing.assert_allclose(table.probs.sum(1), 1, rtol=1e-5)
+    assert table.embeddings.shape == (len(labels), 3)  # decision values, one per class
+    assert _accuracy(table, labels, "val") >= 0.75 and _accuracy(table, labels, "train") >= 0.65
+    again = predict(workspace=workspace, name=name, device="cpu")
+    np.testing.assert_array_equal(again.probs[~table.oof], table.probs[~table.oof])
+    np.testing.assert_array_equal(again.embeddings, table.embeddings)
+    out = workspace.model_dir(name)
+    assert not (out / "curves.png").exists()
+    search = json.loads((out / "config.json").read_text())["training"]["search"]
+    assert search["scoring"] == "balanced_accuracy" and search["params"] in [
+        c["params"] for c in search["candidates"]]
+    assert len(json.loads((out / "history.json").read_text())["folds"]) == 3
+
+
+@pytest.mark.parametrize("features", ["pyaudio", "frames"])
+def test_classical_models_refuse_sequences_and_frames_in_one_line(tmp_path, features):
+    workspace = make_workspace(tmp_path, kinds=(features,))
+    modality = "audio" if features == "pyaudio" else "scene"
+    with pytest.raises(GemoError) as error:
+        train(workspace=workspace, modality=modality, features=features, model="svm",
+              progress=False, device="cpu")
+    assert "\n" not in str(error.value)
+    assert ("one feature vector per clip" in str(error.value) if features == "pyaudio"
+            else "model svm needs a features array" in str(error.value))

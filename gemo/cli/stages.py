@@ -21,6 +21,7 @@ from gemo.cli.app import (
     workdir_option,
 )
 from gemo.progress import results
+from gemo.training.recipe import CLASS_WEIGHTS
 
 
 def _executors():
@@ -192,13 +193,16 @@ def info(as_json, workdir):
               help="Cross-fitting folds for out-of-fold train scores (fusion learns from them); "
                    "0 turns it off.")
 @click.option("--seed", type=int, cls=ApiOption, stage="train")
+@click.option("--class-weight", type=click.Choice(CLASS_WEIGHTS), cls=ApiOption, stage="train",
+              help="balanced: weigh each class's loss by n_clips / (n_classes * its clips), "
+                   "counted on each model's training clips, for imbalanced data.")
 @device_option("train")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="Model option, repeatable, e.g. -o hidden=32 -o input_size=112.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @workdir_option
 def train(modality, features, model, name, overwrite, backbone, pretrained, weights, epochs,
-          batch_size, lr, patience, folds, seed, device, options, quiet, workdir):
+          batch_size, lr, patience, folds, seed, class_weight, device, options, quiet, workdir):
     """Train a MODALITY (audio, scene, face, pose) model on a cached feature set; write its
     checkpoint and per-clip scores.
 
@@ -206,6 +210,7 @@ def train(modality, features, model, name, overwrite, backbone, pretrained, weig
     Examples:
       gemo train audio --features pyaudio
       gemo train audio --features egemaps --epochs 100
+      gemo train audio --features egemaps --model svm --class-weight balanced
       gemo train scene --features frames --backbone resnet18 --pretrained --device cuda
       gemo train face --features fer
       gemo train pose --features pose
@@ -216,7 +221,7 @@ def train(modality, features, model, name, overwrite, backbone, pretrained, weig
         pretrained=pretrained, progress=not quiet,
         **given(model=model, name=name, backbone=backbone, weights=weights, epochs=epochs,
                 batch_size=batch_size, lr=lr, patience=patience, folds=folds, seed=seed,
-                device=device),
+                class_weight=class_weight, device=device),
         **assignments(options))
     print_summary(summary)
 

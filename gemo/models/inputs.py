@@ -25,6 +25,7 @@ import torch
 from torch.nn import functional as F
 
 from gemo.errors import GemoError
+from gemo.models.base import INPUT_KINDS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -43,6 +44,7 @@ def is_finite(array):
 class Inputs:
     """Base of the per-kind pipelines. ``array`` names the cached array used."""
 
+    kind = ""  # a key of gemo.models.base.INPUT_KINDS
     array = "features"
     ndim = 0
     may_be_nonfinite = True  # float features can hold NaN; uint8 pixels cannot
@@ -59,8 +61,9 @@ class Inputs:
                             f"(has {', '.join(sorted(arrays))}): this model does not fit it")
         array = arrays[self.array]
         if array.ndim != self.ndim:
-            raise GemoError(f"{feature_set} gives {self.array} of shape {array.shape} per clip, "
-                            f"the model expects {self.ndim} dimensions")
+            raise GemoError(f"{feature_set} gives {self.array} of shape {array.shape} per clip; "
+                            f"the model expects {self.ndim} dimensions, {INPUT_KINDS[self.kind]}: "
+                            "choose another --model")
         return array
 
     def fit(self, arrays):
@@ -85,6 +88,7 @@ class Inputs:
 
 
 class SequenceInputs(Inputs):
+    kind = "sequence"
     ndim = 2
 
     def tensors(self, arrays, *, train=False):
@@ -98,6 +102,7 @@ class SequenceInputs(Inputs):
 
 
 class VectorInputs(Inputs):
+    kind = "vector"
     ndim = 1
 
     def tensors(self, arrays, *, train=False):
@@ -106,6 +111,7 @@ class VectorInputs(Inputs):
 
 
 class FrameInputs(Inputs):
+    kind = "frames"
     array = "frames"
     ndim = 4
     may_be_nonfinite = False

@@ -1,7 +1,9 @@
 """Cross-fitting: fold models score the source videos they never saw, the final model the rest.
 
 :class:`Runner` trains one model with the recipe (hold-out split, seeding,
-progress), for every fold and the final model; :func:`cross_fit` drives it.
+progress), for every fold and the final model; :func:`cross_fit` drives it. A
+classical model (:mod:`gemo.models.classical`) is fitted by its own grid search
+instead of the loop; everything after the fit is the same for every model.
 """
 
 import time
@@ -12,9 +14,11 @@ import numpy as np
 import torch
 
 from gemo import models
+from gemo.models.classical import Classical
 from gemo.models.inputs import inputs_for
 from gemo.progress import ProgressDisplay
-from gemo.training.loop import _deterministic, _seed_everything, fit_model, predict_arrays
+from gemo.training.loop import (_deterministic, _seed_everything, class_weights, fit_model,
+                                predict_arrays)
 from gemo.training.splits import holdout_split
 
 EPOCHS_PER_LINE = 10  # progress in a log file: a line per this many epochs of each model
@@ -31,23 +35,27 @@ class Score:
 
 @dataclass
 class FitResult:
-    """One trained model (fold or final) with its curves and hold-out figures."""
+    """One trained model (fold or final) with its curves and hold-out figures; a classical
+    model has no epochs nor hold-out (None) but its grid ``search``."""
 
     model: torch.nn.Module
     inputs: object
     history: dict
     best_epoch: int
-    best_loss: float
-    best_accuracy: float
+    best_loss: float | None
+    best_accuracy: float | None
     n_fit: int
     n_holdout: int
     seconds: float
+    search: dict | None = None  # Classical.fit's report: chosen parameters, score, candidates
 
     def summary(self, *, with_curves=False):
         out = {"best_epoch": self.best_epoch, "holdout_loss": self.best_loss,
                "holdout_accuracy": self.best_accuracy,
                "epochs_run": len(self.history["train_loss"]),
                "n_fit": self.n_fit, "n_holdout": self.n_holdout, "seconds": round(self.seconds, 2)}
+        if self.search is not None:
+            out["search"] = self.search
         if with_curves:
             out.update(self.history)
         else:
@@ -109,9 +117,11 @@ class Runner:
 
     def fit(self, clips, *, seed, label):
         started = time.perf_counter()
-        fit, held = holdout_split(clips, share=self.recipe.holdout, seed=seed)
         _seed_everything(seed)
         model = models.create(self.family, **self.config)
+        if isinstance(model, Classical):
+            return self._fit_classical(model, clips, seed=seed, label=label, started=started)
+        fit, held = holdout_split(clips, share=self.recipe.holdout, seed=seed)
         if self.pretrained is not None:
             model.use_pretrained(self.pretrained[0])
         # Generators: clips are read from the cache as needed, not all held raw in memory.
@@ -132,6 +142,21 @@ class Runner:
         model.eval()
         return FitResult(model, inputs, history, best["epoch"], best["loss"], best["accuracy"],
                          len(fit), len(held), time.perf_counter() - started)
+
+    def _fit_classical(self, model, clips, *, seed, label, started):
+        """A grid search over grouped folds of ``clips``, then a fit on them all: no hold-out."""
+        task = self.display.task(label, total=1, unit="fits")
+        inputs = inputs_for(model).fit(self.arrays.get(c.id) for c in clips)
+        (x,) = inputs.tensors(self.arrays.get(c.id) for c in clips)
+        y = np.array([c.label for c in clips])
+        weights = class_weights(y, self.recipe.class_weight)
+        search = model.fit(x.double().numpy(), y, groups=[c.group for c in clips],
+                           sample_weight=None if weights is None else weights[y], seed=seed)
+        task.finish(completed=1, total=1, status=f"grouped CV {search['scoring']} "
+                                                 f"{search['score']:.2f} with {search['params']}")
+        no_epochs = {"train_loss": [], "train_acc": [], "holdout_loss": [], "holdout_acc": []}
+        return FitResult(model.eval(), inputs, no_epochs, 0, None, None, len(clips), 0,
+                         time.perf_counter() - started, search)
 
     def score(self, result, ids, *, oof):
         """``{id: Score}`` of ``result``'s model on ``ids``."""

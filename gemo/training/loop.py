@@ -17,13 +17,36 @@ from gemo import threads
 from gemo.labels import N_CLASSES
 
 
+def class_weights(labels, mode):
+    """Per-class weights ``[N_CLASSES]`` for ``mode`` (a ``Recipe.class_weight``), None for "none".
+
+    "balanced" is scikit-learn's ``n_samples / (n_classes * count)`` over the classes present in
+    ``labels`` (the clips one model is fitted on); a class absent from them weighs 0.
+
+    >>> class_weights([0, 0, 0, 1], "balanced").tolist()
+    [0.6666666666666666, 2.0, 0.0]
+    """
+    if mode == "none":
+        return None
+    counts = np.bincount(np.asarray(labels), minlength=N_CLASSES)
+    present = counts > 0
+    weights = np.zeros(N_CLASSES)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return weights
+
+
 def fit_model(model, inputs, train_set, holdout_set, *, recipe, seed, device="cpu", on_epoch=None):
     """The loop: Adam + cross-entropy, early stopping on hold-out loss, best weights kept.
 
     ``train_set`` / ``holdout_set`` are tuples of tensors, labels last. Returns
-    ``(history, best)``; ``model`` ends with the best epoch's weights.
+    ``(history, best)``; ``model`` ends with the best epoch's weights. With
+    ``recipe.class_weight`` "balanced" the loss weighs classes by :func:`class_weights` of
+    ``train_set``'s labels, the hold-out loss too, so that early stopping watches what is
+    optimised.
     """
     model.to(device)
+    weight = class_weights(train_set[-1].numpy(), recipe.class_weight)
+    weight = None if weight is None else torch.tensor(weight, dtype=torch.float32, device=device)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=recipe.lr)
     shuffle = torch.Generator().manual_seed(seed)
     augment = torch.Generator().manual_seed(seed + 7919)  # separate stream: same order either way
@@ -39,7 +62,7 @@ def fit_model(model, inputs, train_set, holdout_set, *, recipe, seed, device="cp
             batch = [t.to(device) for t in inputs.batch(tensors, train=True, generator=augment)]
             labels = labels.to(device)
             logits = model(*batch)
-            loss = F.cross_entropy(logits, labels)
+            loss = F.cross_entropy(logits, labels, weight=weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -47,7 +70,7 @@ def fit_model(model, inputs, train_set, holdout_set, *, recipe, seed, device="cp
             correct += int((logits.argmax(1) == labels).sum())
             count += len(labels)
         held_loss, held_acc = evaluate(model, inputs, holdout_set, device=device,
-                                       batch_size=recipe.batch_size)
+                                       batch_size=recipe.batch_size, weight=weight)
         row = {"train_loss": total / count, "train_acc": correct / count,
                "holdout_loss": held_loss, "holdout_acc": held_acc}
         for key, value in row.items():
@@ -67,19 +90,21 @@ def fit_model(model, inputs, train_set, holdout_set, *, recipe, seed, device="cp
 
 
 @torch.no_grad()
-def evaluate(model, inputs, dataset, *, device="cpu", batch_size=64):
-    """``(mean cross-entropy, accuracy)`` of ``model`` on a tuple of tensors, labels last."""
+def evaluate(model, inputs, dataset, *, device="cpu", batch_size=64, weight=None):
+    """``(mean cross-entropy, accuracy)`` of ``model`` on a tuple of tensors, labels last;
+    with ``weight`` (per class) the loss is the weighted mean, as ``F.cross_entropy``'s."""
     model.eval()
     *tensors, labels = dataset
     total, correct = 0.0, 0
+    count = float(len(labels) if weight is None else weight.cpu()[labels].sum())
     for start in range(0, len(labels), batch_size):
         part = [t[start : start + batch_size] for t in tensors]
         batch = [t.to(device) for t in inputs.batch(part)]
         y = labels[start : start + batch_size].to(device)
         logits = model(*batch)
-        total += float(F.cross_entropy(logits, y, reduction="sum"))
+        total += float(F.cross_entropy(logits, y, weight=weight, reduction="sum"))
         correct += int((logits.argmax(1) == y).sum())
-    return total / len(labels), correct / len(labels)
+    return total / count, correct / len(labels)
 
 
 @torch.no_grad()

@@ -52,7 +52,8 @@ MODALITIES = ("audio", "scene", "face", "pose")
 def train(*, workspace, modality, features, model=None, name=None, overwrite=False,
           backbone=None, pretrained=False, weights=None, epochs=Recipe.epochs,
           batch_size=Recipe.batch_size, lr=Recipe.lr, patience=Recipe.patience,
-          folds=Recipe.folds, seed=Recipe.seed, device="auto", progress=True, **model_options):
+          folds=Recipe.folds, seed=Recipe.seed, class_weight=Recipe.class_weight, device="auto",
+          progress=True, **model_options):
     """Train a model of ``modality`` on ``features``, write it and its scores; returns a summary.
 
     ``model`` picks the family (default by feature set: pyaudio/compare-lld ->
@@ -65,6 +66,8 @@ def train(*, workspace, modality, features, model=None, name=None, overwrite=Fal
     :mod:`gemo.pretrained` says; ``weights``, a known name, folder or file, implies it).
     ``batch_size`` None takes the family's default (128 for audio, 16 for frames).
     ``folds`` < 2 turns cross-fitting off (train rows then are in-sample, oof=False).
+    ``class_weight="balanced"`` weighs each class by n_samples / (n_classes * count), counted on
+    each model's own training clips (fold or final).
     The defaults are :class:`gemo.training.recipe.Recipe`'s.
     """
     started = time.perf_counter()
@@ -74,7 +77,7 @@ def train(*, workspace, modality, features, model=None, name=None, overwrite=Fal
     _check_modality(modality, features)
     pretrained = bool(pretrained or weights is not None)  # a weights file implies it
     recipe = Recipe(epochs=epochs, lr=lr, patience=patience, folds=folds, seed=seed,
-                    batch_size=batch_size or None)
+                    batch_size=batch_size or None, class_weight=class_weight)
     problem = recipe.check()
     if problem:
         raise GemoError(problem)
@@ -164,7 +167,10 @@ def train(*, workspace, modality, features, model=None, name=None, overwrite=Fal
     save_scores(workspace.scores_path(name), table)
     history = {"final": final.summary(with_curves=True), "folds": fitted.folds}
     write_json(out / "history.json", history)
-    plot_curves(out / "curves.png", history, title=f"{name} ({family.name})")
+    if final.history["train_loss"]:
+        plot_curves(out / "curves.png", history, title=f"{name} ({family.name})")
+    else:  # a classical model (svm, logreg) has no epochs: no curves, nor a replaced model's
+        (out / "curves.png").unlink(missing_ok=True)
     summary = {
         "name": name,
         "model": family.name,
@@ -258,7 +264,7 @@ def _command(name, request):
              "--model", request["model"], "--name", name, "--epochs", recipe["epochs"],
              "--batch-size", recipe["batch_size"], "--lr", recipe["lr"],
              "--patience", recipe["patience"], "--folds", request["folds"],
-             "--seed", request["seed"]]
+             "--seed", request["seed"], "--class-weight", recipe["class_weight"]]
     defaults = models.get(request["model"]).Options.defaults()
     for key, value in sorted(request["options"].items()):
         if value != defaults.get(key):
