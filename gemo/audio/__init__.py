@@ -1,0 +1,1 @@
+"""Audio networks behind the learned audio feature sets (``openl3``)."""
