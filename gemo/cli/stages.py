@@ -119,7 +119,7 @@ def extract(dataset, sets, params, workers, overwrite, executor, scheduler, devi
     if list_sets:
         for row in api.feature_sets():
             results.print(f"[bold]{row['name']}[/] ({row['modality'] or 'any'}): "
-                          f"{row['description']}  params: {row['params']}")
+                          f"{escape(row['description'])}  params: {escape(str(row['params']))}")
         return
     reports = api.extract(
         workspace=api.Workspace(workdir), dataset=dataset, params=assignments(params, per_set=True),
