@@ -223,6 +223,8 @@ def test_evaluate_counts_group_sizes_from_the_cache_asked_for(tmp_path):
     saved = json.loads((workspace.reports_dir("val") / "metrics.json").read_text())
     assert saved["by_group_size"]["counter"] == "pose"
     assert saved["by_group_size"]["counts"] == {"small": 0, "large": 6, "unknown": 0}
+    result = invoke("evaluate", "--group-size-from", "pose", "--workdir", workspace.root)
+    assert result.exit_code == 2 and "add --by group-size" in result.stderr
 
 
 def test_help_takes_defaults_from_the_api_and_choices_from_the_registries():

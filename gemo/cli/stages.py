@@ -284,6 +284,9 @@ def evaluate(split, json_path, ablate, by, group_size_from, quiet, workdir):
       gemo evaluate --split val --by group-size --group-size-from pose
       gemo evaluate --split test
     """
+    if group_size_from is not None and by != "group-size":
+        raise click.UsageError("--group-size-from chooses the counter of --by group-size: "
+                               "add --by group-size")
     result = api.evaluate(workspace=api.Workspace(workdir), json_path=json_path, ablate=ablate,
                           by=by, progress=not quiet, console=results,
                           **given(split=split, group_size_from=group_size_from))
