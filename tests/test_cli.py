@@ -89,6 +89,16 @@ def test_training_in_a_log_leaves_a_line_per_ten_epochs(extracted, tmp_path):
     assert "elapsed" not in result.stdout
 
 
+def test_mel_is_extracted_and_trains_fusicals_cnn_blstm(synth_data, tmp_path):
+    work = tmp_path / "work"
+    result = invoke("extract", synth_data, "--only", "mel", "--workers", 1, "--workdir", work)
+    assert result.exit_code == 0, result.output
+    result = invoke("train", "audio", "--features", "mel", "--model", "cnn-blstm", "--folds", 0,
+                    "--epochs", 3, "--device", "cpu", "--workdir", work)
+    assert result.exit_code == 0, result.output
+    assert str(work / "models" / "audio-mel-cnn-blstm" / "model.pt") in result.stdout
+
+
 @pytest.mark.parametrize("command, after", [
     ("extract", "finished clips are kept; rerun to resume"),
     ("train", "nothing was written; rerun to start again"),

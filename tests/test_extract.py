@@ -73,6 +73,60 @@ def test_opensmile_sets(tmp_path):
     assert len(lld.info()["feature_names"]) == 65
 
 
+@pytest.mark.parametrize("tone_hz", [440.0, 1000.0, 2500.0])
+def test_mel_tone_lands_in_the_band_around_its_frequency(tmp_path, tone_hz):
+    from gemo.data.media import Media
+
+    clip = make_clip(tmp_path / "tone.mp4", seconds=2.0, tone_hz=tone_hz)
+    extractor = extractors.create("mel", n_mels=40, window=0.032, step=0.016)
+    features = extractor.extract(clip)["features"]
+    samples = len(Media(clip).audio(sample_rate=16000))
+    assert features.shape == (1 + (samples - 512) // 256, 40) and features.dtype == np.float32
+    assert len(extractor.info()["feature_names"]) == 40
+    mel = np.linspace(*(2595 * np.log10(1 + np.array([125.0, 7500.0]) / 700)), 42)  # HTK scale
+    edges = 700 * (10 ** (mel / 2595) - 1)
+    loudest = int(np.median(features[5:-5], axis=0).argmax())
+    # The tone lies inside the loudest band's triangle, nearer its peak than any other band's.
+    assert edges[loudest] < tone_hz < edges[loudest + 2]
+    assert loudest == int(np.abs(edges[1:-1] - tone_hz).argmin())
+
+
+def test_mel_silence_gives_the_log_floor_and_parameters_are_checked():
+    from gemo.extractors.mel import log_mel
+
+    params = extractors.create("mel", log_offset=0.001).params
+    silence = log_mel(np.zeros(16000, np.float32), params)
+    assert silence.shape == (98, 64)  # 1 s: 1 + (16000 - 400) // 160 windows
+    assert np.all(silence == np.float32(np.log(0.001)))
+    with pytest.raises(MediaError, match="less than one 25 ms window") as error:
+        log_mel(np.zeros(300, np.float32), params)
+    assert error.value.kind == "too-short"
+    with pytest.raises(GemoError, match="fmax <= 4000 Hz"):
+        extractors.create("mel", sample_rate=8000)
+    with pytest.raises(GemoError, match="128 bands are narrower.*25 ms window"):
+        extractors.create("mel", n_mels=128, fmin=0.0, fmax=8000.0)
+
+
+def test_mel_cache_records_its_parameters_and_a_clip_without_audio(tmp_path):
+    media = tmp_path / "media"
+    media.mkdir()
+    make_clip(media / "tone.mp4", seconds=1.0)
+    make_clip(media / "silent_film.mp4", seconds=1.0, audio=False)
+    rows = ["path,split,label"] + [f"media/{p.name},train,1" for p in sorted(media.iterdir())]
+    (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
+    workspace = Workspace(tmp_path / "ws")
+    [report] = extract(workspace=workspace, dataset=tmp_path / "list.csv", sets=["mel"],
+                       params={"mel": {"n_mels": 32}}, workers=1, progress=False)
+    assert report.extracted == 1 and report.failed["silent_film"]["kind"] == "no-audio"
+    with FeatureCache(workspace.cache_path("mel")) as cache:
+        assert cache.params == {"sample_rate": 16000, "n_mels": 32, "window": 0.025,
+                                "step": 0.01, "fmin": 125.0, "fmax": 7500.0, "log_offset": 0.01}
+        assert len(cache.info["feature_names"]) == 32
+        assert cache.read("tone")["features"].shape[1] == 32
+    with pytest.raises(CacheMismatch, match="n_mels: cache has 32, asked 64"):
+        extract(workspace=workspace, sets=["mel"], workers=1, progress=False)
+
+
 def test_extract_dataset_and_resume_does_no_work(synth_data, tmp_path, monkeypatch):
     workspace = Workspace(tmp_path / "ws")
     reports = extract(workspace=workspace, dataset=synth_data, sets=["frames", "pyaudio"],

@@ -16,6 +16,7 @@ def _inputs(name):
     torch.manual_seed(0)
     return {
         "blstm-attention": (torch.randn(3, 20, 6), torch.tensor([20, 20, 20])),
+        "cnn-blstm": (torch.randn(3, 23, 20), torch.tensor([23, 17, 23])),
         "face-lstm": (torch.randn(3, 10, 22), torch.tensor([10, 7, 10])),
         "mlp": (torch.randn(3, 12),),
         "svm": (torch.randn(3, 12),),
@@ -26,6 +27,7 @@ def _inputs(name):
 
 CONFIGS = {
     "blstm-attention": {"input_dim": 6},
+    "cnn-blstm": {"input_dim": 20, "channels": 4, "wide_channels": 8, "hidden": 8},
     "mlp": {"input_dim": 12},
     "svm": {"input_dim": 12},
     "logreg": {"input_dim": 12},
@@ -54,8 +56,8 @@ def _create(name):
 
 
 def test_registry_lists_and_creates_every_family():
-    assert models.available() == ["blstm-attention", "face-lstm", "frame-cnn", "logreg", "mlp",
-                                  "svm"]
+    assert models.available() == ["blstm-attention", "cnn-blstm", "face-lstm", "frame-cnn",
+                                  "logreg", "mlp", "svm"]
     for name in models.available():
         model = _create(name)
         x = _inputs(name)
@@ -68,6 +70,7 @@ def test_registry_lists_and_creates_every_family():
 def test_default_model_by_feature_set_and_by_shape():
     assert models.default_model("pyaudio") == "blstm-attention"
     assert models.default_model("compare-lld") == "blstm-attention"
+    assert models.default_model("mel") == "cnn-blstm"
     assert models.default_model("egemaps") == "mlp"
     assert models.default_model("frames") == "frame-cnn"
     assert models.default_model("fer") == "face-lstm"
@@ -115,6 +118,36 @@ def test_blstm_pool_shortens_the_sequence():
     model.lstm.register_forward_hook(lambda module, args, out: seen.update(steps=out[0].shape[1]))
     model(torch.randn(2, 498, 6))
     assert seen["steps"] == 125  # ceil(498 / 4)
+
+
+def test_cnn_blstm_keeps_time_and_halves_bands():
+    """Three blocks halve the 63 bands (ceil) to 8 and the 498 frames twice, to 125 steps."""
+    model = models.create("cnn-blstm", input_dim=63, channels=4, wide_channels=6, hidden=5).eval()
+    seen = {}
+    model.lstm.register_forward_hook(lambda module, args, out: seen.update(shape=out[0].shape))
+    with torch.no_grad():
+        logits, embedding = model(torch.randn(2, 498, 63)), model.embed(torch.randn(2, 498, 63))
+    assert seen["shape"] == (2, 125, 2 * 5)
+    assert model.lstm.input_size == 6 * 8
+    assert logits.shape == (2, 3) and embedding.shape == (2, model.embedding_dim) == (2, 10)
+
+
+def test_cnn_blstm_lengths_mask_padding():
+    """A padded clip with its length gives what the unpadded clip gives, whatever the padding
+    holds, including an odd length whose last pooling window crosses into the padding."""
+    torch.manual_seed(2)
+    model = models.create("cnn-blstm", input_dim=10, channels=4, wide_channels=6, hidden=8)
+    for conv in model.modules():
+        if isinstance(conv, torch.nn.Conv2d):  # convolved padding must not survive ReLU
+            torch.nn.init.uniform_(conv.bias, 0.5, 1.0)
+    model.eval()
+    clip = torch.randn(1, 21, 10)
+    padded = torch.cat([clip, torch.randn(1, 9, 10) + 3.0], dim=1)
+    batch = torch.cat([padded, torch.randn(1, 30, 10)])
+    with torch.no_grad():
+        alone = model(clip)
+        together = model(batch, torch.tensor([21, 30]))
+    torch.testing.assert_close(together[0:1], alone, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("temporal", ["mean", "attention", "lstm"])

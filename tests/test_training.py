@@ -53,6 +53,11 @@ def _features(clip, kind, rng):
         x[:, 0] += 1.2 * (label - 1)
         x[:, 1] += style
         return {"features": x}
+    if kind == "mel":  # 40 frames of 16 bands; the class raises or lowers bands 4-7
+        x = rng.normal(0, 1, (40, 16)).astype(np.float32)
+        x[:, 4:8] += 1.2 * (label - 1)
+        x += style
+        return {"features": x}
     if kind == "egemaps":
         x = rng.normal(0, 1, 12).astype(np.float32)
         x[:3] += 3.0 * (label - 1)
@@ -272,6 +277,18 @@ def test_scene_frames_model_learns(tmp_path):
     assert table.embeddings.shape[1] == 256  # avg + max pooled, 128 channels each
     config = json.loads((workspace.model_dir("scene-frames-frame-cnn") / "config.json").read_text())
     assert config["config"]["input_size"] == 32 and config["hyperparameters"]["batch_size"] == 16
+
+
+@pytest.mark.parametrize("model", [None, "blstm-attention"])
+def test_audio_mel_trains_its_default_cnn_blstm_and_the_attention_blstm(tmp_path, model):
+    workspace = make_workspace(tmp_path, kinds=("mel",))
+    summary = train(workspace=workspace, modality="audio", features="mel", model=model, folds=0,
+                    **FAST)
+    family = model or "cnn-blstm"
+    assert summary["model"] == family
+    table = load_scores(workspace.scores_path(f"audio-mel-{family}"))
+    assert table.embeddings.shape[1] == 128  # 64 LSTM units per direction, both families
+    assert _accuracy(table, _labels(workspace), "val") >= 0.75
 
 
 def test_egemaps_functionals_use_the_mlp(tmp_path):

@@ -211,6 +211,7 @@ def train(modality, features, model, name, overwrite, backbone, pretrained, weig
       gemo train audio --features pyaudio
       gemo train audio --features egemaps --epochs 100
       gemo train audio --features egemaps --model svm --class-weight balanced
+      gemo train audio --features mel              # Fusical's CNN + Bi-LSTM (cnn-blstm)
       gemo train scene --features frames --backbone resnet18 --pretrained --device cuda
       gemo train face --features fer
       gemo train pose --features pose

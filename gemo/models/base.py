@@ -18,7 +18,7 @@ from gemo.registry import Registry
 
 # What each kind of input looks like per clip, for messages and default choice.
 INPUT_KINDS = {
-    "sequence": "a [time, features] array per clip (e.g. pyaudio, compare-lld)",
+    "sequence": "a [time, features] array per clip (e.g. pyaudio, compare-lld, mel)",
     "vector": "one feature vector per clip (e.g. egemaps functionals)",
     "frames": "K RGB frames per clip (the frames feature set)",
 }
@@ -27,6 +27,7 @@ INPUT_KINDS = {
 DEFAULT_MODELS = {
     "pyaudio": "blstm-attention",
     "compare-lld": "blstm-attention",
+    "mel": "cnn-blstm",
     "egemaps": "mlp",
     "frames": "frame-cnn",
     "fer": "face-lstm",
