@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gemo import pretrained
+from gemo.audio import mel
 
 SAMPLE_RATE = 48000
 WINDOW = SAMPLE_RATE  # samples: the network reads 1 s
@@ -73,23 +74,6 @@ def dft_kernels(n_fft):
             torch.from_numpy(imag.astype(np.float32)).unsqueeze(1))
 
 
-def mel_filterbank(sample_rate, n_fft, n_mels, *, fmin=0.0, fmax=None):
-    """``[n_mels, n_fft // 2 + 1]`` triangular filters on the HTK mel scale, each scaled to
-    unit area in Hz (Slaney's normalisation), as kapre 0.1.4 built OpenL3's."""
-    fmax = sample_rate / 2 if fmax is None else fmax
-
-    def to_mel(hz):
-        return 2595.0 * np.log10(1.0 + np.asarray(hz, np.float64) / 700.0)
-
-    edges = 700.0 * (10.0 ** (np.linspace(to_mel(fmin), to_mel(fmax), n_mels + 2) / 2595.0) - 1)
-    bins = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
-    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    rising = (bins - lower) / (centre - lower)
-    falling = (upper - bins) / (upper - centre)
-    weights = np.maximum(0.0, np.minimum(rising, falling)) * (2.0 / (upper - lower))
-    return torch.from_numpy(weights.astype(np.float32))
-
-
 class Spectrogram(nn.Module):
     """1 s of audio -> ``[batch, 1, freq, time]`` log magnitudes, as OpenL3's kapre front end.
 
@@ -104,8 +88,9 @@ class Spectrogram(nn.Module):
         real, imag = dft_kernels(n_fft)
         self.register_buffer("dft_real_kernels", real)
         self.register_buffer("dft_imag_kernels", imag)
-        self.register_buffer("mel_basis", None if repr == "linear"
-                             else mel_filterbank(SAMPLE_RATE, n_fft, int(repr[3:])))
+        bank = None if repr == "linear" else mel.filterbank(
+            SAMPLE_RATE, n_fft, int(repr[3:]), 0.0, SAMPLE_RATE / 2, unit_area=True)
+        self.register_buffer("mel_basis", None if bank is None else torch.from_numpy(bank.copy()))
 
     def forward(self, audio):
         x = audio.unsqueeze(1)  # [batch, 1, samples]

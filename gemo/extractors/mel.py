@@ -4,15 +4,15 @@ The defaults are VGGish's (AudioSet) parameters: 25 ms periodic Hann windows eve
 the magnitude of a 512-point FFT, 64 triangular bands equally spaced on the HTK mel scale
 from 125 to 7500 Hz (peak weight 1), then ``log(mel + 0.01)``. The triangles are linear
 in Hz, as librosa's and torchaudio's (VGGish's own matrix is linear in mel). A 5 s clip
-gives 498 frames, as many as ``pyaudio`` has windows. Plain numpy: torchaudio and librosa
+gives 498 frames, as many as ``pyaudio`` has windows. Plain numpy (:mod:`gemo.audio.mel`): torchaudio and librosa
 are not dependencies, and no installed library offers a configurable mel filterbank.
 """
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
 
+from gemo.audio import mel
 from gemo.data.media import MediaError
 from gemo.extractors.audio import AudioParams
 from gemo.extractors.base import Extractor, register
@@ -55,7 +55,7 @@ class Mel(Extractor):
 
     def info(self):
         p = self.params
-        centres = band_edges(p.n_mels, p.fmin, p.fmax)[1:-1]
+        centres = mel.band_edges(p.n_mels, p.fmin, p.fmax)[1:-1]
         return {"feature_names": [f"mel{i:02d}_{hz:.0f}hz" for i, hz in enumerate(centres)]}
 
     def compute(self, media):
@@ -74,8 +74,8 @@ def log_mel(signal, params):
     frames = np.lib.stride_tricks.sliding_window_view(signal, window)[::step]
     hann = np.hanning(window + 1)[:-1].astype(np.float32)  # periodic, as in spectral analysis
     magnitude = np.abs(np.fft.rfft(frames * hann, n=fft_size(params), axis=1))
-    mel = magnitude.astype(np.float32) @ filterbank(params).T
-    return np.log(mel + np.float32(params.log_offset))
+    bands = magnitude.astype(np.float32) @ filterbank(params).T
+    return np.log(bands + np.float32(params.log_offset))
 
 
 def fft_size(params):
@@ -83,30 +83,7 @@ def fft_size(params):
     return 1 << (round(params.window * params.sample_rate) - 1).bit_length()
 
 
-def band_edges(n_mels, fmin, fmax):
-    """``n_mels + 2`` frequencies in Hz equally spaced on the HTK mel scale: band ``i`` rises
-    from edge ``i`` to a peak at edge ``i + 1`` and falls to zero at edge ``i + 2``."""
-    mel = np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2)
-    return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
-
-
 def filterbank(params):
-    """Triangular weights ``[n_mels, fft_size // 2 + 1]`` (read-only, kept per parameters)."""
-    return _filterbank(params.sample_rate, fft_size(params), params.n_mels, params.fmin,
-                       params.fmax)
-
-
-@functools.lru_cache(maxsize=8)
-def _filterbank(sample_rate, n_fft, n_mels, fmin, fmax):
-    edges = band_edges(n_mels, fmin, fmax)
-    bins = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
-    lower, peak, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    rising = (bins - lower) / (peak - lower)
-    falling = (upper - bins) / (upper - peak)
-    weights = np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)
-    weights.flags.writeable = False  # shared by every clip of the process
-    return weights
-
-
-def _hz_to_mel(hz):
-    return 2595.0 * np.log10(1.0 + hz / 700.0)
+    """The set's triangular weights ``[n_mels, fft_size // 2 + 1]`` (read-only)."""
+    return mel.filterbank(params.sample_rate, fft_size(params), params.n_mels, params.fmin,
+                          params.fmax)
