@@ -1,6 +1,7 @@
 """Extraction speed per feature set on a folder of clips, and frames vs a plain full decode.
 
     python benchmarks/extract.py CLIPS [--sets frames,faces,fer] [--repeat 3] [--json out.json]
+                                       [-p SET.KEY=VALUE ...]
 
 Runs each extractor in this process (one core) over every video in the folder,
 after one warm-up pass, and prints clips/s and the real-time factor (seconds of
@@ -56,12 +57,23 @@ def main():
                         "pose needs pip install 'gemo[pose]'")
     parser.add_argument("--repeat", type=int, default=3, help="best of N passes")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="SET.KEY=VALUE",
+                        help="extractor parameter, as gemo extract takes it, e.g. "
+                        "-p hubert.weights=DIR or -p pose.count=10")
     args = parser.parse_args()
+    params = {}
+    for text in args.param:
+        key, _, value = text.partition("=")
+        name, _, field = key.rpartition(".")
+        if not (name and field and _):
+            parser.error(f"{text!r}: expected SET.KEY=VALUE")
+        params.setdefault(name, {})[field] = value
     paths = videos(args.folder)
     if not paths:
         parser.error(f"no video files in {args.folder}")
     seconds_of_media = media_seconds(paths)
-    results = {"clips": len(paths), "media_seconds": round(seconds_of_media, 2), "sets": {}}
+    results = {"clips": len(paths), "media_seconds": round(seconds_of_media, 2), "params": args.param,
+               "sets": {}}
     decode = timed(full_decode, paths, args.repeat)
     results["full_decode_s"] = round(decode, 3)
     print(f"{len(paths)} clips, {seconds_of_media:.1f} s of media")
@@ -69,7 +81,7 @@ def main():
           f"{seconds_of_media / decode:6.1f}x real time")
     outputs = {}  # set -> {path: arrays}, for the sets that read another set's output
     for name in args.sets.split(","):
-        extractor = extractors.create(name)
+        extractor = extractors.create(name, **params.get(name, {}))
         missing = [r for r in extractor.requires if r not in outputs]
         if missing:
             parser.error(f"{name} requires {', '.join(missing)} earlier in --sets")
@@ -91,16 +103,16 @@ def main():
                "real_time_factor": round(seconds_of_media / took, 1), "failed": failed}
         if name == "frames":
             row["ratio_to_full_decode"] = round(took / decode, 3)
-        if name == "faces":
+        if name in ("faces", "pose"):  # detectors: frames per second matter
             frames = sum(len(out["counts"]) for out in outputs[name].values())
             row["frames_per_s"] = round(frames / took, 2)
         results["sets"][name] = row
         extra = f"  {row['ratio_to_full_decode']:.2f}x full decode" if name == "frames" else ""
-        extra += f"  {row['frames_per_s']:.1f} frames/s" if name == "faces" else ""
+        extra += f"  {row['frames_per_s']:.1f} frames/s" if "frames_per_s" in row else ""
         print(f"{name:14s} {took:7.3f} s  {row['clips_per_s']:6.2f} clips/s  "
               f"{row['real_time_factor']:6.1f}x real time{extra}"
               + (f"  (failed: {', '.join(failed)})" if failed else ""))
-    chosen = [extractors.create(name) for name in args.sets.split(",")]
+    chosen = [extractors.create(name, **params.get(name, {})) for name in args.sets.split(",")]
     took = timed(lambda path: run_clip(chosen, path), paths, args.repeat)
     results["all_one_decode"] = {"seconds": round(took, 3), "clips_per_s": round(len(paths) / took, 2),
                                  "real_time_factor": round(seconds_of_media / took, 1)}
