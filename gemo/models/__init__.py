@@ -27,7 +27,7 @@ from gemo.models.base import (
 )
 
 # Modules that hold helpers rather than model families.
-_SUPPORT = {"backbones", "base", "checkpoint", "inputs"}
+_SUPPORT = {"backbones", "base", "checkpoint", "i3d", "inputs", "resnet3d"}
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in _SUPPORT:

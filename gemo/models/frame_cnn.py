@@ -1,15 +1,18 @@
-"""``frame-cnn``: a CNN applied to each of a clip's K frames, pooled over time, FC -> 3.
+"""``frame-cnn``: a CNN over a clip's K frames, pooled over time, FC -> 3.
 
-The scene model of FusiCal (ResNet-50 per frame, then temporal layers) and the
-frame stream of the EmotiW baseline, in one family:
+The scene model of FusiCal (ResNet-50 per frame, then temporal layers), the
+frame stream of the EmotiW baseline and Pinto's 3D video network, in one family:
 
 * ``backbone``: a name registered in :mod:`gemo.models.backbones`: ``small`` (a
   compact conv net trained from scratch; the default, trains in seconds per
-  epoch on a CPU), or ``resnet18`` / ``resnet50`` / ``vgg19`` (torchvision
-  networks; ImageNet weights come from :mod:`gemo.pretrained` when training
-  with ``pretrained=True``).
-* ``temporal``: ``mean`` over frames (default), ``attention`` (learned weights
-  per frame) or ``lstm`` (last state of an LSTM over the frames).
+  epoch on a CPU), ``resnet18`` / ``resnet50`` / ``vgg19`` (torchvision
+  networks, one frame at a time), or a video backbone (``i3d``,
+  ``resnet50-inflated``, ``resnet3d50-mmit``, ``r2plus1d_18``) that reads the K
+  frames as one clip and gives T' positions (K / 8 or K / 16, rounded up).
+  Pretrained weights come from :mod:`gemo.pretrained` when training with
+  ``pretrained=True``.
+* ``temporal``: ``mean`` over frames or positions (default), ``attention``
+  (learned weights per step) or ``lstm`` (last state of an LSTM over the steps).
 * ``input_size``: frames are resized from the cache on the fly; 0 picks the
   backbone's size (80 for ``small``, which keeps the default inside the demo's
   CPU budget; 224 for the ImageNet networks).
@@ -22,7 +25,8 @@ frame stream of the EmotiW baseline, in one family:
   crop with scale in [``crop_scale``, 1] and a horizontal flip, the same for all
   frames of a clip, and ``train_frames`` frames drawn at random per clip
   (0 = all K; fewer is faster and acts as temporal jitter; inference always
-  uses all K, which mean pooling allows).
+  uses all K, which mean pooling allows; -1, the default, is the backbone's
+  choice: 5 for a frame backbone, all K for a video one).
 """
 
 from dataclasses import dataclass, replace
@@ -31,8 +35,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from gemo import options, pretrained
-from gemo.errors import GemoError
+from gemo import options
 from gemo.models import backbones
 from gemo.models.base import Model, register
 
@@ -41,7 +44,8 @@ from gemo.models.base import Model, register
 class FrameCNN(Model):
     name = "frame-cnn"
     input_kind = "frames"
-    description = "per-frame CNN (a registered backbone), pooled over frames, FC -> 3"
+    description = ("CNN per frame or video network per clip (a registered backbone), pooled over "
+                   "time, FC -> 3")
 
     @dataclass(frozen=True)
     class Options(options.Options):
@@ -55,7 +59,7 @@ class FrameCNN(Model):
         freeze: bool = False
         crop_scale: float = 0.6
         flip: bool = True
-        train_frames: int = 5
+        train_frames: int = -1  # -1: the backbone's own (5 per frame, 0 = all K for video)
 
         def check(self):
             if self.backbone not in backbones.available():
@@ -63,16 +67,21 @@ class FrameCNN(Model):
                         f"{', '.join(backbones.available())}")
             if self.input_size and self.input_size < 32:
                 return f"input_size {self.input_size} is too small (>= 32)"
+            if self.train_frames < -1:
+                return f"train_frames {self.train_frames} must be >= 0 (or -1: the backbone's)"
             return None
 
     train_defaults = {"batch_size": 16}
 
     def __init__(self, **config):
         super().__init__(**config)
+        backbone = backbones.get(self.options.backbone)
         if not self.options.input_size:  # resolved, so the checkpoint states the size used
-            self.options = replace(self.options,
-                                   input_size=backbones.get(self.options.backbone).input_size)
+            self.options = replace(self.options, input_size=backbone.input_size)
+        if self.options.train_frames == -1:
+            self.options = replace(self.options, train_frames=backbone.train_frames)
         o = self.options
+        self.video = backbone.video
         self.backbone, width = backbones.get(o.backbone)().build(
             channels=self.input_dim, width=o.width, spatial=o.spatial)
         if o.temporal == "attention":
@@ -99,39 +108,34 @@ class FrameCNN(Model):
     def embed(self, x):
         """``x``: ``[batch, frames, 3, size, size]`` float, normalised."""
         batch, frames = x.shape[:2]
-        per_frame = self.backbone(x.flatten(0, 1)).view(batch, frames, -1)
+        if self.video:  # the clip at once: [batch, 3, frames, size, size] -> [batch, T', width]
+            steps = self.backbone(x.transpose(1, 2))
+        else:
+            steps = self.backbone(x.flatten(0, 1)).view(batch, frames, -1)
         temporal = self.options.temporal
         if temporal == "mean":
-            return per_frame.mean(dim=1)
+            return steps.mean(dim=1)
         if temporal == "attention":
-            weights = torch.softmax(self.score(per_frame).squeeze(-1), dim=1)
-            return torch.bmm(weights.unsqueeze(1), per_frame).squeeze(1)
-        _, (state, _) = self.lstm(per_frame)
+            weights = torch.softmax(self.score(steps).squeeze(-1), dim=1)
+            return torch.bmm(weights.unsqueeze(1), steps).squeeze(1)
+        _, (state, _) = self.lstm(steps)
         return state[-1]
 
     def pretrained_state(self, *, weights=None):
-        """``(backbone state dict, source)`` from the ImageNet weights file, checked to fit.
+        """``(backbone state dict, source)`` from the backbone's weights file, checked to fit.
 
         ``weights``: None (search the known files), a known name, a folder or a file
         (see :func:`gemo.pretrained.resolve`). The ``small`` backbone has none.
         """
-        backbone = backbones.get(self.options.backbone)()
-        if not backbone.weights:
-            with_weights = [name for name in backbones.available() if backbones.get(name).weights]
-            raise GemoError(f"backbone {backbone.name!r} has no pretrained weights; "
-                            f"use one of {', '.join(with_weights)}")
-        state, source = pretrained.resolve(backbone.weights, weights=weights)
-        full = backbone.classifier()  # the whole classifier, as the file stores it
-        pretrained.check_state_dict(state, full, source=source["file"])
-        full.load_state_dict(state)
-        return backbone.strip(full).state_dict(), source
+        module, source = backbones.get(self.options.backbone)().pretrained(weights=weights)
+        return module.state_dict(), source
 
     def use_pretrained(self, state):
         """Load a state from :meth:`pretrained_state` into the backbone."""
         self.backbone.load_state_dict(state)
 
     def load_pretrained(self, *, weights=None):
-        """Load ImageNet weights into the backbone; returns where they came from."""
+        """Load pretrained weights into the backbone; returns where they came from."""
         state, source = self.pretrained_state(weights=weights)
         self.use_pretrained(state)
         return source
