@@ -18,6 +18,7 @@ def _inputs(name):
         "face-lstm": (torch.randn(3, 10, 22), torch.tensor([10, 7, 10])),
         "mlp": (torch.randn(3, 12),),
         "frame-cnn": (torch.randn(3, 4, 3, 32, 32),),
+        "temporal-head": (torch.randn(3, 10, 16), torch.tensor([10, 6, 10])),
     }[name]
 
 
@@ -26,11 +27,13 @@ CONFIGS = {
     "mlp": {"input_dim": 12},
     "face-lstm": {"input_dim": 22},
     "frame-cnn": {"input_dim": 3, "input_size": 32},
+    "temporal-head": {"input_dim": 16, "pooling": "attention"},
 }
 
 
 def test_registry_lists_and_creates_every_family():
-    assert models.available() == ["blstm-attention", "face-lstm", "frame-cnn", "mlp"]
+    assert models.available() == ["blstm-attention", "face-lstm", "frame-cnn", "mlp",
+                                  "temporal-head"]
     for name in models.available():
         model = models.create(name, **CONFIGS[name]).eval()
         x = _inputs(name)

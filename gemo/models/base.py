@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from gemo.errors import GemoError
+from gemo.extractors.embeddings import EMBEDDING_BACKBONES, PREFIX
 from gemo.labels import N_CLASSES
 from gemo import options as typed
 from gemo.registry import Registry
@@ -30,6 +31,8 @@ DEFAULT_MODELS = {
     "egemaps": "mlp",
     "frames": "frame-cnn",
     "fer": "face-lstm",
+    # cached backbone embeddings [K, width]: only a small head trains
+    **{PREFIX + backbone: "temporal-head" for backbone in EMBEDDING_BACKBONES},
 }
 
 

@@ -5,9 +5,10 @@ frame stream of the EmotiW baseline, in one family:
 
 * ``backbone``: a name registered in :mod:`gemo.models.backbones`: ``small`` (a
   compact conv net trained from scratch; the default, trains in seconds per
-  epoch on a CPU), or ``resnet18`` / ``resnet50`` / ``vgg19`` (torchvision
-  networks; ImageNet weights come from :mod:`gemo.pretrained` when training
-  with ``pretrained=True``).
+  epoch on a CPU), or ``resnet18`` / ``resnet50`` / ``vgg19`` / ``mobilenet_v2``
+  (torchvision) and ``resnet50d`` / ``resnet101d`` / ``rexnet_100`` (timm, optional)
+  networks, whose ImageNet weights come from :meth:`backbones.Backbone.pretrained`
+  when training with ``pretrained=True`` (docs/scene.md).
 * ``temporal``: ``mean`` over frames (default), ``attention`` (learned weights
   per frame) or ``lstm`` (last state of an LSTM over the frames).
 * ``input_size``: frames are resized from the cache on the fly; 0 picks the
@@ -31,8 +32,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from gemo import options, pretrained
-from gemo.errors import GemoError
+from gemo import options
 from gemo.models import backbones
 from gemo.models.base import Model, register
 
@@ -116,15 +116,8 @@ class FrameCNN(Model):
         (see :func:`gemo.pretrained.resolve`). The ``small`` backbone has none.
         """
         backbone = backbones.get(self.options.backbone)()
-        if not backbone.weights:
-            with_weights = [name for name in backbones.available() if backbones.get(name).weights]
-            raise GemoError(f"backbone {backbone.name!r} has no pretrained weights; "
-                            f"use one of {', '.join(with_weights)}")
-        state, source = pretrained.resolve(backbone.weights, weights=weights)
-        full = backbone.classifier()  # the whole classifier, as the file stores it
-        pretrained.check_state_dict(state, full, source=source["file"])
-        full.load_state_dict(state)
-        return backbone.strip(full).state_dict(), source
+        network, source = backbone.pretrained(weights=weights)
+        return network.state_dict(), source
 
     def use_pretrained(self, state):
         """Load a state from :meth:`pretrained_state` into the backbone."""
