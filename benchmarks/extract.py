@@ -2,10 +2,11 @@
 
     python benchmarks/extract.py CLIPS [--sets frames,faces,fer] [--repeat 3] [--json out.json]
                                        [-p SET.KEY=VALUE ...]
+    python benchmarks/extract.py CLIPS --sets embed-mobilenet_v2   # needs its weights fetched
 
 Runs each extractor in this process (one core) over every video in the folder,
-after one warm-up pass, and prints clips/s and the real-time factor (seconds of
-media per second of work). Each set alone decodes what it needs; the last row,
+after one warm-up pass, and prints seconds per clip, clips/s and the real-time
+factor (seconds of media per second of work). Each set alone decodes what it needs; the last row,
 "all, one decode", runs every set on each clip as `gemo extract` does, decoding
 the clip once. The full decode decodes every video frame (no conversion) and the
 whole audio stream, as a reference for what `frames` saves. Parallel runs and
@@ -77,7 +78,8 @@ def main():
     decode = timed(full_decode, paths, args.repeat)
     results["full_decode_s"] = round(decode, 3)
     print(f"{len(paths)} clips, {seconds_of_media:.1f} s of media")
-    print(f"{'full decode':14s} {decode:7.3f} s  {len(paths) / decode:6.2f} clips/s  "
+    print(f"{'full decode':20s} {decode:7.3f} s  {decode / len(paths):6.3f} s/clip  "
+          f"{len(paths) / decode:6.2f} clips/s  "
           f"{seconds_of_media / decode:6.1f}x real time")
     outputs = {}  # set -> {path: arrays}, for the sets that read another set's output
     for name in args.sets.split(","):
@@ -99,7 +101,8 @@ def main():
                 failed.append(f"{path.name}: {getattr(error, 'kind', 'upstream failed')}")
         ready = [p for p in paths if all(p in outputs[r] for r in extractor.requires)]
         took = timed(run, ready, args.repeat)
-        row = {"seconds": round(took, 3), "clips_per_s": round(len(paths) / took, 2),
+        row = {"seconds": round(took, 3), "seconds_per_clip": round(took / max(len(ready), 1), 3),
+               "clips_per_s": round(len(paths) / took, 2),
                "real_time_factor": round(seconds_of_media / took, 1), "failed": failed}
         if name == "frames":
             row["ratio_to_full_decode"] = round(took / decode, 3)
@@ -109,7 +112,8 @@ def main():
         results["sets"][name] = row
         extra = f"  {row['ratio_to_full_decode']:.2f}x full decode" if name == "frames" else ""
         extra += f"  {row['frames_per_s']:.1f} frames/s" if "frames_per_s" in row else ""
-        print(f"{name:14s} {took:7.3f} s  {row['clips_per_s']:6.2f} clips/s  "
+        print(f"{name:20s} {took:7.3f} s  {row['seconds_per_clip']:6.3f} s/clip  "
+              f"{row['clips_per_s']:6.2f} clips/s  "
               f"{row['real_time_factor']:6.1f}x real time{extra}"
               + (f"  (failed: {', '.join(failed)})" if failed else ""))
     chosen = [extractors.create(name, **params.get(name, {})) for name in args.sets.split(",")]
@@ -117,7 +121,8 @@ def main():
     results["all_one_decode"] = {"seconds": round(took, 3), "clips_per_s": round(len(paths) / took, 2),
                                  "real_time_factor": round(seconds_of_media / took, 1)}
     separate = sum(row["seconds"] for row in results["sets"].values())
-    print(f"{'all, one decode':14s} {took:7.3f} s  {len(paths) / took:6.2f} clips/s  "
+    print(f"{'all, one decode':20s} {took:7.3f} s  {took / len(paths):6.3f} s/clip  "
+          f"{len(paths) / took:6.2f} clips/s  "
           f"{seconds_of_media / took:6.1f}x real time  (sets one by one: {separate:.3f} s)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

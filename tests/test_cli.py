@@ -240,12 +240,16 @@ def test_evaluate_counts_group_sizes_from_the_cache_asked_for(tmp_path):
 def test_help_takes_defaults_from_the_api_and_choices_from_the_registries():
     from gemo import fusion, models
 
-    text = " ".join(invoke("train", "--help").stdout.split())  # help wraps lines
+    from gemo.models import backbones
+
+    # Help wraps lines, long names at their hyphens.
+    text = " ".join(invoke("train", "--help").stdout.split()).replace("- ", "-")
     assert "[default: 200]" in text and "[default: 0.001]" in text  # training.train's
     assert all(name in text for name in models.available())
     from gemo.models import backbones
 
     assert "one of: " + ", ".join(backbones.available()) in text
+    assert "mobilenet_v2" in backbones.available()
     text = " ".join(invoke("fuse", "--help").stdout.split())
     assert "one of: " + ", ".join(fusion.available()) in text and "default: svm]" in text
 

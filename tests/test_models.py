@@ -22,6 +22,7 @@ def _inputs(name):
         "svm": (torch.randn(3, 12),),
         "logreg": (torch.randn(3, 12),),
         "frame-cnn": (torch.randn(3, 4, 3, 32, 32),),
+        "temporal-head": (torch.randn(3, 10, 16), torch.tensor([10, 6, 10])),
     }[name]
 
 
@@ -33,6 +34,7 @@ CONFIGS = {
     "logreg": {"input_dim": 12},
     "face-lstm": {"input_dim": 22},
     "frame-cnn": {"input_dim": 3, "input_size": 32},
+    "temporal-head": {"input_dim": 16, "pooling": "attention"},
 }
 
 
@@ -57,7 +59,7 @@ def _create(name):
 
 def test_registry_lists_and_creates_every_family():
     assert models.available() == ["blstm-attention", "cnn-blstm", "face-lstm", "frame-cnn",
-                                  "logreg", "mlp", "svm"]
+                                  "logreg", "mlp", "svm", "temporal-head"]
     for name in models.available():
         model = _create(name)
         x = _inputs(name)

@@ -236,7 +236,9 @@ def test_entries_live_beside_their_networks_with_input_and_licence():
         for name in kind.weights:  # the input the network reads is the one its weights expect
             item = pretrained.get(name)
             assert (item.input_size, item.mean, item.std) == (kind.input_size, kind.mean, kind.std)
-            if issubclass(kind, backbones.Torchvision):
+            if issubclass(kind, backbones.Timm):
+                assert item.licence == "Apache-2.0 (timm)"
+            elif issubclass(kind, backbones.Torchvision):
                 assert (item.mean, item.std) == (IMAGENET_MEAN, IMAGENET_STD)
                 assert item.licence == "BSD-3-Clause (torchvision)"
     item = pretrained.get(fer.WEIGHTS)

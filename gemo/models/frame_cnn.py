@@ -5,12 +5,13 @@ frame stream of the EmotiW baseline and Pinto's 3D video network, in one family:
 
 * ``backbone``: a name registered in :mod:`gemo.models.backbones`: ``small`` (a
   compact conv net trained from scratch; the default, trains in seconds per
-  epoch on a CPU), ``resnet18`` / ``resnet50`` / ``vgg19`` (torchvision
-  networks, one frame at a time), or a video backbone (``i3d``,
+  epoch on a CPU), ``resnet18`` / ``resnet50`` / ``vgg19`` / ``mobilenet_v2``
+  (torchvision) and ``resnet50d`` / ``resnet101d`` / ``rexnet_100`` (timm, optional)
+  networks, one frame at a time, or a video backbone (``i3d``,
   ``resnet50-inflated``, ``resnet3d50-mmit``, ``r2plus1d_18``) that reads the K
   frames as one clip and gives T' positions (K / 8 or K / 16, rounded up).
-  Pretrained weights come from :mod:`gemo.pretrained` when training with
-  ``pretrained=True``.
+  Pretrained weights come from :meth:`backbones.Backbone.pretrained` when training
+  with ``pretrained=True`` (docs/scene.md).
 * ``temporal``: ``mean`` over frames or positions (default), ``attention``
   (learned weights per step) or ``lstm`` (last state of an LSTM over the steps).
 * ``input_size``: frames are resized from the cache on the fly; 0 picks the
