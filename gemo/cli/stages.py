@@ -89,11 +89,13 @@ def synth(out, clips_per_class, seed, duration, workers):
 @click.option("--scheduler", metavar="ADDRESS",
               help="Dask scheduler to use with --executor dask, e.g. tcp://10.0.0.5:8786 "
                    "(default: start a local cluster of --workers processes).")
-@device_option("extract", help="Where the networks of the faces, fer, pose and embed-* sets run.")
+@device_option("extract", help="Where the networks of the faces, fer, pose, embed-* and maps-* "
+                                "sets run.")
 @click.option("--batch-size", type=click.IntRange(0), cls=ApiOption, stage="extract",
-              help="Frames (faces, pose, embed-*) or face crops (fer) per network call; 0: all "
-                   "frames of a clip, and 64 crops (1024 on a GPU). It changes the speed; values "
-                   "agree to float rounding.")
+              help="Frames (faces, pose, embed-*, maps-*) or face crops (fer) per network call; "
+                   "0: all frames of a clip, and 64 crops (1024 on a GPU); a video network "
+                   "(embed-i3d...) reads a clip in one call. It changes the speed; values agree "
+                   "to float rounding.")
 @click.option("--list-sets", is_flag=True, help="List the feature sets and their parameters, then exit.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @workdir_option
@@ -116,6 +118,7 @@ def extract(dataset, sets, params, workers, overwrite, executor, scheduler, devi
       gemo extract vgaf/ --executor dask --scheduler tcp://10.0.0.5:8786
       gemo extract --only faces,fer --device cuda --batch-size 64 --workers 4
       gemo extract --only embed-mobilenet_v2   # after: gemo weights fetch mobilenet_v2
+      gemo extract --only embed-i3d            # after: gemo weights fetch i3d.kinetics400
     """
     if list_sets:
         for row in api.feature_sets():

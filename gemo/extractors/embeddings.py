@@ -18,9 +18,13 @@ people at the edges of a wide scene; ``crop`` is ImageNet's evaluation transform
 verified when the set is created, so a missing one stops a run before any clip;
 its SHA-256 is among the cache's parameters, so other weights never mix with it.
 
-A video (3D) backbone registers into the same scheme: subclass :class:`Embeddings`,
-override :meth:`Embeddings.embed` to map the clip's frames ``[K, 3, S, S]`` to
-``[T', width]`` (one row per temporal position) and call :func:`embedding_set`.
+Video (3D) backbones (``embed-i3d``, ``embed-resnet50-inflated``,
+``embed-resnet3d50-mmit``, ``embed-r2plus1d_18``; :class:`VideoEmbeddings`) read the
+K frames as one clip and store ``[T', width]``, one row per temporal position
+(``T' = ceil(K / 8)`` for I3D and R(2+1)D, ``ceil(K / 16)`` for the 3D ResNets); K is
+16 by default. ``maps-<backbone>`` (:class:`Maps`) keeps each frame's last feature
+maps instead of their average, pooled to ``grid`` x ``grid``: ``[K, grid, grid, C]``,
+for the ``convlstm`` model (Fusical's scene model).
 """
 
 from dataclasses import dataclass
@@ -34,15 +38,20 @@ from gemo.options import Options
 
 # The backbones of gemo.models.backbones that get a set; named here rather than read from
 # that registry, which imports torch (the feature-set registry must not: `gemo --help`).
+VIDEO_BACKBONES = ("i3d", "resnet50-inflated", "resnet3d50-mmit", "r2plus1d_18")
 EMBEDDING_BACKBONES = ("mobilenet_v2", "resnet18", "resnet50", "vgg19",
-                       "resnet50d", "resnet101d", "rexnet_100")  # the last three need timm
-PREFIX = "embed-"
+                       "resnet50d", "resnet101d", "rexnet_100",  # these three need timm
+                       *VIDEO_BACKBONES)
+MAP_BACKBONES = ("resnet50", "resnet18", "vgg19", "mobilenet_v2")  # maps-<backbone>
+PREFIX, MAPS_PREFIX = "embed-", "maps-"
 
 
 class Embeddings(Extractor):
     """The features of the frozen, pretrained backbone ``backbone`` for K frames per clip."""
 
     backbone = ""  # a name in gemo.models.backbones that has pretrained weights
+    prefix = PREFIX
+    summary = "frozen {} (pretrained) features of K frames, [K, width] float32"
     version = 1
     libraries = ("av", "torch", "torchvision", "timm")
     modules = ("torchvision.models",)
@@ -162,15 +171,89 @@ def _centre_crop(frames, size):
     return x[..., top:top + size, left:left + size].round_().clamp_(0, 255)
 
 
+class VideoEmbeddings(Embeddings):
+    """A video backbone's features of the clip's K frames read as one clip: ``[T', width]``.
+
+    16 frames by default: I3D halves time three times (``T' = ceil(K / 8)``), so 16 is the
+    smallest count above 8 that gives more than one position with none made of padding alone
+    (10 frames give 2 positions too, the second from 2 frames and padding); 16 evenly spaced
+    frames of a 5 s clip are about 3 per second. The network gets the frames with the ImageNet
+    mean/std, as every frame model's input, and rescales them to its own (I3D: [-1, 1]).
+    One clip is one network call: ``batch_size`` does not split it (a 3D network reads the
+    frames together).
+    """
+
+    summary = ("frozen {} (pretrained video network) features of K frames read as one clip, "
+               "[T', width] float32")
+
+    @dataclass(frozen=True)
+    class Params(Embeddings.Params):
+        count: int = 16
+
+    def load(self):
+        if self._network is not None:
+            return
+        import torch
+
+        from gemo.models.inputs import IMAGENET_MEAN, IMAGENET_STD
+
+        super().load()
+        device = self._mean.device  # the module rescales ImageNet input to the weights' own
+        self._mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+        self._std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+
+    def embed(self, x):
+        """Normalised frames ``[K, 3, S, S]`` -> ``[T', width]``."""
+        return self._network(x.transpose(0, 1).unsqueeze(0))[0]
+
+
+class Maps(Embeddings):
+    """The last feature maps of each of K frames, averaged to ``grid`` x ``grid``:
+    ``features`` ``[K, grid, grid, C]`` float32 (C: 2048 for ResNet-50), channels last.
+
+    Fusical's scene model runs ConvLSTMs over ResNet-50's maps (``convlstm``). At 224 pixels
+    the maps are 7 x 7; ``grid`` 4 (the default) keeps their layout in 1.3 MB per clip of 10
+    ResNet-50 frames (4 MB at ``grid`` 7, 3.5 or 11 GB for VGAF's 2,661 clips, which training
+    holds in memory).
+    """
+
+    prefix = MAPS_PREFIX
+    summary = "frozen {} (pretrained) feature maps of K frames, [K, grid, grid, C] float32"
+
+    @dataclass(frozen=True)
+    class Params(Embeddings.Params):
+        grid: int = 4
+
+        def check(self):
+            return super().check() or ("grid must be positive" if self.grid < 1 else None)
+
+    def load(self):
+        if self._network is None:
+            super().load()
+            self._network = self._backbone().maps(self._network)
+
+    def info(self):
+        return {**super().info(), "layout": "[frame, grid row, grid column, channel]"}
+
+    def embed(self, x):
+        """Normalised frames ``[K, 3, S, S]`` -> ``[K, grid, grid, C]``."""
+        from torch.nn import functional as F
+
+        maps = super().embed(x)  # [K, C, h, w]
+        return F.adaptive_avg_pool2d(maps, self.params.grid).permute(0, 2, 3, 1)
+
+
 def embedding_set(backbone, base=Embeddings):
-    """Register the set ``embed-<backbone>`` (a subclass of ``base``) and return it."""
-    cls = type(f"Embed_{backbone}", (base,), {
-        "name": PREFIX + backbone, "backbone": backbone, "__module__": __name__,
-        "description": f"frozen {backbone} (pretrained) features of K frames, [K, width] float32",
+    """Register the set ``<base.prefix><backbone>`` (a subclass of ``base``) and return it."""
+    cls = type(f"{base.__name__}_{backbone.replace('-', '_')}", (base,), {
+        "name": base.prefix + backbone, "backbone": backbone, "__module__": __name__,
+        "description": base.summary.format(backbone),
     })
     globals()[cls.__name__] = cls  # found by name when an instance is pickled
     return register(cls)
 
 
 for _backbone in EMBEDDING_BACKBONES:
-    embedding_set(_backbone)
+    embedding_set(_backbone, VideoEmbeddings if _backbone in VIDEO_BACKBONES else Embeddings)
+for _backbone in MAP_BACKBONES:
+    embedding_set(_backbone, Maps)

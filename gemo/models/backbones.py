@@ -111,6 +111,11 @@ class Backbone:
         network.load_state_dict(state)
         return self.strip(network), source
 
+    def maps(self, network):
+        """The part of ``network`` (as :meth:`strip` leaves it) that gives the last feature
+        maps ``[N, C, h, w]``, before they are pooled (the ``maps-<backbone>`` sets)."""
+        raise GemoError(f"backbone {self.name} gives no feature maps")
+
     def weight_file(self, path):
         """The :class:`gemo.pretrained.WeightFile` of the weights in ``path`` (the preferred
         one for a file gemo does not know): its input size, mean and std say how to prepare
@@ -163,6 +168,9 @@ class Torchvision(Backbone):
         network.fc = nn.Identity()
         return network
 
+    def maps(self, network):
+        return nn.Sequential(*list(network.children())[:-2])  # a ResNet without avgpool and fc
+
 
 @register
 class ResNet18(Torchvision):
@@ -183,6 +191,9 @@ class VGG19(Torchvision):
         network.classifier = network.classifier[:-1]  # keep fc6/fc7 (4096-d)
         return network
 
+    def maps(self, network):
+        return network.features  # 512 channels
+
 
 @register
 class MobileNetV2(Torchvision):
@@ -191,6 +202,9 @@ class MobileNetV2(Torchvision):
     def strip(self, network):
         network.classifier = nn.Identity()  # dropout + fc; the 1280-d pooled features stay
         return network
+
+    def maps(self, network):
+        return network.features
 
 
 class Timm(Torchvision):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from gemo.errors import GemoError
-from gemo.extractors.embeddings import EMBEDDING_BACKBONES, PREFIX
+from gemo.extractors.embeddings import EMBEDDING_BACKBONES, MAP_BACKBONES, MAPS_PREFIX, PREFIX
 from gemo.labels import N_CLASSES
 from gemo import options as typed
 from gemo.registry import Registry
@@ -22,6 +22,7 @@ INPUT_KINDS = {
     "sequence": "a [time, features] array per clip (e.g. pyaudio, compare-lld, mel)",
     "vector": "one feature vector per clip (e.g. egemaps functionals)",
     "frames": "K RGB frames per clip (the frames feature set)",
+    "maps": "K feature maps [K, h, w, channels] per clip (the maps-<backbone> sets)",
 }
 
 # Which family a feature set gets when `model=` is not given.
@@ -33,8 +34,10 @@ DEFAULT_MODELS = {
     "frames": "frame-cnn",
     "fer": "face-lstm",
     "pose": "face-lstm",  # Fusical's pose model: Bi-LSTM, FC, softmax, as its face model
-    # cached backbone embeddings [K, width]: only a small head trains
+    # cached backbone embeddings [K or T', width]: only a small head trains
     **{PREFIX + backbone: "temporal-head" for backbone in EMBEDDING_BACKBONES},
+    # cached feature maps [K, grid, grid, C]: Fusical's ConvLSTM heads
+    **{MAPS_PREFIX + backbone: "convlstm" for backbone in MAP_BACKBONES},
 }
 
 

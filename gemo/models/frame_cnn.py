@@ -22,8 +22,9 @@ frame stream of the EmotiW baseline and Pinto's 3D video network, in one family:
   strong but local evidence), ``avg`` is plain global average pooling.
 * ``freeze``: keep the backbone's weights fixed and train only the temporal and
   output layers (Pinto 2020 fine-tuned only the last layer of its video network).
-* augmentation while training (see :mod:`gemo.models.inputs`): random resized
-  crop with scale in [``crop_scale``, 1] and a horizontal flip, the same for all
+* augmentation while training (see :mod:`gemo.models.inputs`): a random rotation
+  within +-``rotate`` degrees (0, the default: none), a random resized crop with
+  scale in [``crop_scale``, 1] and a horizontal flip, the same for all
   frames of a clip, and ``train_frames`` frames drawn at random per clip
   (0 = all K; fewer is faster and acts as temporal jitter; inference always
   uses all K, which mean pooling allows; -1, the default, is the backbone's
@@ -60,31 +61,17 @@ class FrameCNN(Model):
         freeze: bool = False
         crop_scale: float = 0.6
         flip: bool = True
+        rotate: float = 0.0  # degrees
         train_frames: int = -1  # -1: the backbone's own (5 per frame, 0 = all K for video)
 
         def check(self):
-            if self.backbone not in backbones.available():
-                return (f"backbone: {self.backbone!r} is not one of "
-                        f"{', '.join(backbones.available())}")
-            if self.input_size and self.input_size < 32:
-                return f"input_size {self.input_size} is too small (>= 32)"
-            if self.train_frames < -1:
-                return f"train_frames {self.train_frames} must be >= 0 (or -1: the backbone's)"
-            return None
+            return _check_frame_options(self)
 
     train_defaults = {"batch_size": 16}
 
     def __init__(self, **config):
         super().__init__(**config)
-        backbone = backbones.get(self.options.backbone)
-        if not self.options.input_size:  # resolved, so the checkpoint states the size used
-            self.options = replace(self.options, input_size=backbone.input_size)
-        if self.options.train_frames == -1:
-            self.options = replace(self.options, train_frames=backbone.train_frames)
-        o = self.options
-        self.video = backbone.video
-        self.backbone, width = backbones.get(o.backbone)().build(
-            channels=self.input_dim, width=o.width, spatial=o.spatial)
+        o, width = self._build_backbone()
         if o.temporal == "attention":
             self.score = nn.Sequential(nn.Linear(width, o.hidden), nn.Tanh(),
                                        nn.Linear(o.hidden, 1, bias=False))
@@ -93,8 +80,22 @@ class FrameCNN(Model):
             width = o.hidden
         self._embedding_dim = width
         self.head = nn.Sequential(nn.Dropout(o.dropout), nn.Linear(width, self.num_classes))
+
+    def _build_backbone(self):
+        """Resolve the options the backbone decides (input size, frames drawn), build
+        ``self.backbone`` (frozen with ``freeze``); ``(options, feature width)``."""
+        backbone = backbones.get(self.options.backbone)
+        if not self.options.input_size:  # resolved, so the checkpoint states the size used
+            self.options = replace(self.options, input_size=backbone.input_size)
+        if self.options.train_frames == -1:
+            self.options = replace(self.options, train_frames=backbone.train_frames)
+        o = self.options
+        self.video = backbone.video
+        self.backbone, width = backbone().build(channels=self.input_dim, width=o.width,
+                                                spatial=o.spatial)
         if o.freeze:
             self.backbone.requires_grad_(False)
+        return o, width
 
     @property
     def embedding_dim(self):
@@ -140,3 +141,16 @@ class FrameCNN(Model):
         state, source = self.pretrained_state(weights=weights)
         self.use_pretrained(state)
         return source
+
+
+def _check_frame_options(o):
+    """The checks the frame families share (backbone, input size, frames drawn, rotation)."""
+    if o.backbone not in backbones.available():
+        return f"backbone: {o.backbone!r} is not one of {', '.join(backbones.available())}"
+    if o.input_size and o.input_size < 32:
+        return f"input_size {o.input_size} is too small (>= 32)"
+    if o.train_frames < -1:
+        return f"train_frames {o.train_frames} must be >= 0 (or -1: the backbone's)"
+    if not 0.0 <= o.rotate <= 180.0:
+        return f"rotate {o.rotate} must be within [0, 180] degrees"
+    return None

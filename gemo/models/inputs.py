@@ -5,6 +5,8 @@ One class per input kind (see :data:`gemo.models.base.INPUT_KINDS`):
 * ``sequence``: ``features [T, F]`` per clip, standardised per feature with the
   mean/std of the training clips' windows, zero-padded to the longest clip of a
   set; ``lengths`` tell the model where each clip ends.
+* ``maps``: ``features [K, h, w, C]`` per clip (feature maps, channels last), standardised
+  per channel and padded over time as a sequence.
 * ``vector``: ``features [F]`` per clip, standardised per feature.
 * ``frames``: ``frames [K, H, W, 3]`` uint8 per clip, resized to the model's
   ``input_size``, scaled to [0, 1] and normalised with the ImageNet mean/std
@@ -33,7 +35,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def inputs_for(model, state=None):
     """The input pipeline of ``model``'s kind; ``state`` restores fitted statistics."""
-    kinds = {"sequence": SequenceInputs, "vector": VectorInputs, "frames": FrameInputs}
+    kinds = {"sequence": SequenceInputs, "maps": MapInputs, "vector": VectorInputs,
+             "frames": FrameInputs}
     return kinds[model.input_kind](model.options, state)
 
 
@@ -95,10 +98,18 @@ class SequenceInputs(Inputs):
         """``(x [N, T_max, F], lengths [N])``."""
         rows = [self._standardise(a) for a in arrays]
         lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
-        x = torch.zeros(len(rows), int(lengths.max()), rows[0].shape[1])
+        x = torch.zeros(len(rows), int(lengths.max()), *rows[0].shape[1:])
         for i, r in enumerate(rows):
             x[i, : len(r)] = r
         return x, lengths
+
+
+class MapInputs(SequenceInputs):
+    """``(x [N, T_max, h, w, C], lengths [N])``: a sequence of maps, standardised per channel
+    (over every frame and position of the training clips)."""
+
+    kind = "maps"
+    ndim = 4
 
 
 class VectorInputs(Inputs):
@@ -148,8 +159,8 @@ class FrameInputs(Inputs):
         return ((x - self.mean.view(1, 1, 3, 1, 1)) / self.std.view(1, 1, 3, 1, 1),)
 
     def _augment(self, frames, generator):
-        """Random resized crop + flip (one draw per clip, all its frames alike) and a
-        random subset of ``train_frames`` frames per clip."""
+        """Random rotation (within +-``rotate`` degrees), resized crop and flip (one draw per
+        clip, all its frames alike) and a random subset of ``train_frames`` frames per clip."""
         o = self.options
         count = frames.shape[1]
         keep = o.train_frames if 0 < o.train_frames < count else count
@@ -158,6 +169,8 @@ class FrameInputs(Inputs):
             if keep < count:
                 picked = torch.randperm(count, generator=generator)[:keep].sort().values
                 clip = clip[picked]
+            if o.rotate:  # no draw at 0: the other draws stay those of a run without it
+                clip = _rotate(clip, o.rotate * (2 * float(torch.rand((), generator=generator)) - 1))
             clip = _random_resized_crop(clip, o.input_size, o.crop_scale, generator)
             if o.flip and torch.rand((), generator=generator) < 0.5:
                 clip = clip.flip(-1)
@@ -170,6 +183,19 @@ def _resize(frames, size):
     if frames.shape[-1] == size and frames.shape[-2] == size:
         return frames.contiguous()
     x = F.interpolate(frames.float(), size=(size, size), mode="bilinear", antialias=True,
+                      align_corners=False)
+    return x.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def _rotate(frames, degrees):
+    """uint8 ``[K, 3, S, S]`` turned ``degrees`` counter-clockwise about the centre (bilinear);
+    the corners it uncovers are black, as torchvision's ``RandomRotation`` leaves them."""
+    angle = math.radians(degrees)
+    cos, sin = math.cos(angle), math.sin(angle)
+    # affine_grid maps output to input coordinates: the inverse turn, in [-1, 1] units (square).
+    theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]]).expand(len(frames), 2, 3)
+    grid = F.affine_grid(theta, list(frames.shape), align_corners=False)
+    x = F.grid_sample(frames.float(), grid, mode="bilinear", padding_mode="zeros",
                       align_corners=False)
     return x.round_().clamp_(0, 255).to(torch.uint8)
 
