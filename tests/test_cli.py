@@ -276,6 +276,33 @@ def test_class_weight_reaches_train_and_is_left_to_its_default_when_not_given(mo
     assert result.exit_code == 2 and "'inverse' is not one of 'none', 'balanced'" in result.output
 
 
+def test_the_loop_options_reach_train_and_are_left_to_their_defaults_when_not_given(monkeypatch):
+    from gemo import api
+
+    text = " ".join(invoke("train", "--help").stdout.split())
+    assert "--optimizer [adam|adamw|sgd] [default: adam]" in text
+    assert "--schedule [none|cosine|step]" in text and "[default: 0.9]" in text
+    calls = []
+    monkeypatch.setattr(api, "train", lambda **kwargs: calls.append(kwargs) or {"name": "x"})
+    words = ["train", "scene", "--features", "frames"]
+    given = ["--optimizer", "sgd", "--momentum", "0.8", "--nesterov", "--weight-decay", "1e-4",
+             "--label-smoothing", "0.2", "--schedule", "step", "--step-every", "5",
+             "--step-factor", "0.5", "--backbone-lr-scale", "0.1", "--freeze-backbone", "--amp",
+             "--full-train"]
+    assert invoke(*words, *given).exit_code == 0
+    assert invoke(*words).exit_code == 0
+    assert {key: calls[0][key] for key in (
+        "optimizer", "momentum", "nesterov", "weight_decay", "label_smoothing", "schedule",
+        "step_every", "step_factor", "backbone_lr_scale", "freeze_backbone", "amp",
+        "full_train")} == {
+        "optimizer": "sgd", "momentum": 0.8, "nesterov": True, "weight_decay": 1e-4,
+        "label_smoothing": 0.2, "schedule": "step", "step_every": 5, "step_factor": 0.5,
+        "backbone_lr_scale": 0.1, "freeze_backbone": True, "amp": True, "full_train": True}
+    assert not {"optimizer", "momentum", "weight_decay", "label_smoothing", "schedule",
+                "step_every", "step_factor", "backbone_lr_scale"} & set(calls[1])
+    assert not any(calls[1][key] for key in ("nesterov", "freeze_backbone", "amp", "full_train"))
+
+
 def test_the_command_line_starts_without_torch():
     import subprocess
     import sys

@@ -21,7 +21,7 @@ from gemo.cli.app import (
     workdir_option,
 )
 from gemo.progress import results
-from gemo.training.recipe import CLASS_WEIGHTS
+from gemo.training.recipe import CLASS_WEIGHTS, OPTIMIZERS, SCHEDULES
 
 
 def _executors():
@@ -197,13 +197,41 @@ def info(as_json, workdir):
 @click.option("--class-weight", type=click.Choice(CLASS_WEIGHTS), cls=ApiOption, stage="train",
               help="balanced: weigh each class's loss by n_clips / (n_classes * its clips), "
                    "counted on each model's training clips, for imbalanced data.")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), cls=ApiOption, stage="train")
+@click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), cls=ApiOption,
+              stage="train", help="sgd's momentum.")
+@click.option("--nesterov", is_flag=True, help="sgd with Nesterov momentum.")
+@click.option("--weight-decay", type=click.FloatRange(0), cls=ApiOption, stage="train",
+              help="L2 penalty (adam, sgd) or decoupled decay (adamw).")
+@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), cls=ApiOption,
+              stage="train", help="Share of each target spread over the classes.")
+@click.option("--schedule", type=click.Choice(SCHEDULES), cls=ApiOption, stage="train",
+              help="Learning rate per epoch: cosine over --epochs, or step (--step-factor every "
+                   "--step-every epochs).")
+@click.option("--step-every", type=click.IntRange(1), cls=ApiOption, stage="train",
+              help="step schedule: epochs between two drops.")
+@click.option("--step-factor", type=click.FloatRange(0, 1, min_open=True), cls=ApiOption,
+              stage="train", help="step schedule: the learning rate's factor at each drop.")
+@click.option("--backbone-lr-scale", type=click.FloatRange(min=0, min_open=True),
+              cls=ApiOption, stage="train",
+              help="The backbone's learning rate is --lr times this (e.g. 0.1 for a pretrained "
+                   "one); models with a backbone only (frame-cnn).")
+@click.option("--freeze-backbone", is_flag=True, help="Keep the backbone's weights and "
+              "batch-norm statistics fixed; train the layers after it (frame-cnn).")
+@click.option("--amp", is_flag=True, help="Mixed precision (bf16, or fp16 with loss scaling, "
+              "on older GPUs); CUDA only, refused on a CPU.")
+@click.option("--full-train", is_flag=True, help="Train NAME-full on train+val for the best "
+              "epoch count of the train-only model NAME (or --epochs when there is none), for a "
+              "test submission (Pinto 2020); its val scores are in-sample.")
 @device_option("train")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="Model option, repeatable, e.g. -o hidden=32 -o input_size=112.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @workdir_option
 def train(modality, features, model, name, overwrite, backbone, pretrained, weights, epochs,
-          batch_size, lr, patience, folds, seed, class_weight, device, options, quiet, workdir):
+          batch_size, lr, patience, folds, seed, class_weight, optimizer, momentum, nesterov,
+          weight_decay, label_smoothing, schedule, step_every, step_factor, backbone_lr_scale,
+          freeze_backbone, amp, full_train, device, options, quiet, workdir):
     """Train a MODALITY (audio, scene, face, pose) model on a cached feature set; write its
     checkpoint and per-clip scores.
 
@@ -218,13 +246,19 @@ def train(modality, features, model, name, overwrite, backbone, pretrained, weig
       gemo train face --features fer
       gemo train pose --features pose
       gemo train audio --features pyaudio --lr 3e-4 --name audio-pyaudio-slow
+      gemo train scene --features frames --backbone vgg19 --pretrained --optimizer sgd --device cuda
+      gemo train audio --features pyaudio --full-train   # then: audio-pyaudio-blstm-attention-full
     """
     summary = api.train(
         workspace=api.Workspace(workdir), modality=modality, features=features, overwrite=overwrite,
-        pretrained=pretrained, progress=not quiet,
+        pretrained=pretrained, nesterov=nesterov, freeze_backbone=freeze_backbone, amp=amp,
+        full_train=full_train, progress=not quiet,
         **given(model=model, name=name, backbone=backbone, weights=weights, epochs=epochs,
                 batch_size=batch_size, lr=lr, patience=patience, folds=folds, seed=seed,
-                class_weight=class_weight, device=device),
+                class_weight=class_weight, optimizer=optimizer, momentum=momentum,
+                weight_decay=weight_decay, label_smoothing=label_smoothing, schedule=schedule,
+                step_every=step_every, step_factor=step_factor,
+                backbone_lr_scale=backbone_lr_scale, device=device),
         **assignments(options))
     print_summary(summary)
 
