@@ -17,6 +17,8 @@ is defined; they are imported here on first use, so ``import gemo.api`` stays qu
 ``extract``    :func:`gemo.extraction.extract`
 ``train``      :func:`gemo.training.train`
 ``predict``    :func:`gemo.training.predict` (a trained model's scores)
+``apply``      :func:`gemo.apply.apply` (fusions on new video files: ``gemo predict``)
+``export``     :func:`gemo.bundle.export` (a portable bundle)
 ``fuse``       :func:`gemo.fusion.fuse`
 ``evaluate``   :func:`gemo.evaluation.evaluate`
 ``demo``       :func:`gemo.demo.run_demo`
@@ -36,6 +38,8 @@ _STAGES = {
     "extract": ("gemo.extraction", "extract"),
     "train": ("gemo.training", "train"),
     "predict": ("gemo.training", "predict"),
+    "apply": ("gemo.apply", "apply"),
+    "export": ("gemo.bundle", "export"),
     "fuse": ("gemo.fusion", "fuse"),
     "evaluate": ("gemo.evaluation", "evaluate"),
     "demo": ("gemo.demo", "run_demo"),

@@ -42,6 +42,16 @@ def _duration(container, stream):
     return None
 
 
+def duration(path):
+    """Seconds a clip lasts (its video stream's, else its audio's), from the header only; None
+    if it does not say. A file that cannot be opened raises :class:`MediaError`."""
+    with _open(path) as container:
+        streams = container.streams.video or container.streams.audio
+        if not streams:
+            raise MediaError("decode", "no video or audio stream")
+        return _duration(container, streams[0])
+
+
 def _start(stream):
     if stream.start_time is not None and stream.time_base is not None:
         return float(stream.start_time * stream.time_base)

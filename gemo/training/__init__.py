@@ -19,7 +19,7 @@ import importlib
 
 _HOME = {
     "Recipe": "recipe",
-    "train": "run", "predict": "run",
+    "train": "run", "predict": "run", "score_cached": "run",
     "assign_folds": "splits", "holdout_split": "splits",
     "fit_model": "loop", "evaluate": "loop", "predict_arrays": "loop",
     "check_features": "features",

@@ -260,7 +260,7 @@ def predict(*, workspace, name, ids=None, device="auto", batch_size=None):
     loaded = load_model(workspace.model_dir(name) / "model.pt", device=device)
     expected = loaded.features
     index = workspace.load_index()
-    with FeatureCache(workspace.cache_path(expected["set"])) as cache, threads.limited():
+    with FeatureCache(workspace.cache_path(expected["set"])) as cache:
         check_features(expected, cache, name=name)
         clips = cached_clips(cache, index)
         if ids is not None:
@@ -270,11 +270,8 @@ def predict(*, workspace, name, ids=None, device="auto", batch_size=None):
                 raise GemoError(f"{len(missing)} clip(s) not in the {expected['set']} cache or "
                                 f"index, e.g. {missing[:3]}")
             clips = [c for c in clips if c.id in wanted]
-        arrays = CacheArrays(cache, loaded.inputs, expected["set"])
-        batch_size = batch_size or loaded.checkpoint["hyperparameters"].get("batch_size", 64)
-        probs, embeddings = predict_arrays(loaded.model, loaded.inputs, arrays,
-                                           [c.id for c in clips], device=device,
-                                           batch_size=batch_size)
+        probs, embeddings = score_cached(loaded, cache, [c.id for c in clips], device=device,
+                                         batch_size=batch_size)
     return ScoreTable(name, [c.id for c in clips], [c.split for c in clips], probs,
                       np.zeros(len(clips), bool), embeddings,
                       {"modality": loaded.checkpoint["modality"], "features": expected["set"],
@@ -313,6 +310,20 @@ def _fixed_epochs(workspace, reference, request):
                         f"({'; '.join(differences)}): train it with these options first, or "
                         "give another --name to train for --epochs epochs")
     return config["summary"]["best_epoch"], f"best epoch of {reference}"
+
+
+def score_cached(loaded, cache, ids, *, device="cpu", batch_size=None):
+    """``(probs, embeddings)`` of a loaded model on the clips ``ids`` of an open feature cache.
+
+    The way a trained model scores cached clips, here and in ``gemo predict``; the cache
+    must hold the features it was trained on (:func:`check_features` first).
+    ``batch_size`` None: the model's training batch size, as its stored scores used.
+    """
+    arrays = CacheArrays(cache, loaded.inputs, loaded.features["set"])
+    batch_size = batch_size or loaded.checkpoint["hyperparameters"].get("batch_size", 64)
+    with threads.limited():
+        return predict_arrays(loaded.model, loaded.inputs, arrays, list(ids), device=device,
+                              batch_size=batch_size)
 
 
 def _check_modality(modality, features):
