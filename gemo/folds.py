@@ -12,7 +12,9 @@ def grouped_folds(y, groups=None, *, n_splits=5, seed=0):
 
     Clips cut from one video look alike; letting them straddle folds would
     make cross-validation scores optimistic. Without ``groups`` every row is
-    its own group. Fewer groups than ``n_splits`` give fewer folds.
+    its own group. Fewer groups, or fewer clips of a class, than ``n_splits``
+    give fewer folds, and so does a split whose training part would miss a class
+    (no classifier could be fitted on it).
 
     >>> folds = grouped_folds([0, 1, 2] * 4, ["a", "a", "b", "b", "c", "c"] * 2, n_splits=3)
     >>> len(folds)
@@ -20,11 +22,19 @@ def grouped_folds(y, groups=None, *, n_splits=5, seed=0):
     """
     y = np.asarray(y)
     groups = np.arange(len(y)) if groups is None else np.asarray(groups)
-    k = min(n_splits, len(np.unique(groups)))
+    classes, counts = np.unique(y, return_counts=True)
+    k = min(n_splits, len(np.unique(groups)), int(counts.min()))
     if k < 2:
-        raise ValueError(f"cross-validation needs at least 2 source videos, got {k}")
-    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():
-        # Small classes trigger "least populated class" warnings; the folds are still valid.
-        warnings.simplefilter("ignore", UserWarning)
-        return [(train, test) for train, test in splitter.split(np.zeros(len(y)), y, groups)]
+        raise ValueError(f"cross-validation needs at least 2 source videos and 2 clips of each "
+                         f"class, got {len(np.unique(groups))} videos and {int(counts.min())} "
+                         "clips of the rarest class")
+    for n in range(k, 1, -1):  # the most folds in which every training part has every class
+        splitter = StratifiedGroupKFold(n_splits=n, shuffle=True, random_state=seed)
+        with warnings.catch_warnings():
+            # Small classes trigger "least populated class" warnings; the folds are still valid.
+            warnings.simplefilter("ignore", UserWarning)
+            folds = list(splitter.split(np.zeros(len(y)), y, groups))
+        if all(len(np.unique(y[train])) == len(classes) for train, _ in folds):
+            return folds
+    raise ValueError("too few clips of each class in too few source videos for "
+                     "cross-validation: every split leaves a class out of training")
