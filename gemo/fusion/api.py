@@ -256,7 +256,8 @@ def _cross_fit(fuser, X, labels, groups, rows, seed):
     """Out-of-fold probabilities for ``rows``, folds grouped by source video."""
     rows = np.flatnonzero(rows)
     out = np.zeros((len(rows), N_CLASSES))
-    for fit, held_out in grouped_folds(labels[rows], groups[rows], n_splits=CV_FOLDS, seed=seed):
+    for fit, held_out in grouped_folds(labels[rows], groups[rows], n_splits=CV_FOLDS, seed=seed,
+                                       every_class=True):
         model = clone(fuser).fit(X[rows[fit]], labels[rows[fit]], groups=groups[rows[fit]])
         out[held_out] = model.predict_proba(X[rows[held_out]])
     return out
