@@ -14,11 +14,13 @@ is defined; they are imported here on first use, so ``import gemo.api`` stays qu
 
 =============  ====================================================
 ``synth``      :func:`gemo.data.synth.make_dataset`
+``synth_groups`` :func:`gemo.data.groups.make_groups` (Petrova's group images)
 ``extract``    :func:`gemo.extraction.extract`
 ``train``      :func:`gemo.training.train`
 ``predict``    :func:`gemo.training.predict` (a trained model's scores)
 ``apply``      :func:`gemo.apply.apply` (fusions on new video files: ``gemo predict``)
 ``export``     :func:`gemo.bundle.export` (a portable bundle)
+``explain``    :func:`gemo.explain.explain` (heat maps, contributions)
 ``fuse``       :func:`gemo.fusion.fuse`
 ``evaluate``   :func:`gemo.evaluation.evaluate`
 ``demo``       :func:`gemo.demo.run_demo`
@@ -35,11 +37,13 @@ from gemo.workspace import Workspace
 
 _STAGES = {
     "synth": ("gemo.data.synth", "make_dataset"),
+    "synth_groups": ("gemo.data.groups", "make_groups"),
     "extract": ("gemo.extraction", "extract"),
     "train": ("gemo.training", "train"),
     "predict": ("gemo.training", "predict"),
     "apply": ("gemo.apply", "apply"),
     "export": ("gemo.bundle", "export"),
+    "explain": ("gemo.explain", "explain"),
     "fuse": ("gemo.fusion", "fuse"),
     "evaluate": ("gemo.evaluation", "evaluate"),
     "demo": ("gemo.demo", "run_demo"),

@@ -95,23 +95,26 @@ def from_workspace(workspace, fusions=None):
 
     source = f"workspace {workspace.root}"
     known = [name for name in artifacts.names_of(workspace) if artifacts.is_fusion(name)]
-    chosen = {}
-    for name in _choose(known, fusions, source):
-        config = artifacts.read_config(workspace, name)
-        path = workspace.model_dir(name) / "fuser.joblib"
-        if config is None or not path.exists():
-            raise GemoError(f"fusion {name} lacks its fuser.joblib or config.json in "
-                            f"{workspace.models_dir}: fit it again with `gemo fuse`")
-        stale = artifacts.stale_inputs(workspace, config)
-        if stale:
-            raise GemoError(f"fusion {name} is stale: {', '.join(stale)} changed since it was "
-                            f"fitted; refit it: {config.get('command') or 'gemo fuse'}")
-        chosen[name] = _fusion(name, config, joblib.load(path))
+    chosen = {name: workspace_fusion(workspace, name) for name in _choose(known, fusions, source)}
     checkpoints = {model: load_checkpoint(workspace.model_dir(model) / "model.pt")
                    for fusion in chosen.values() for model in fusion.models}
     sets = _feature_sets(checkpoints, lambda name: _cache_spec(workspace, name), source)
     check_installed(sets, source)
     return Pipeline(source, sets, checkpoints, chosen)
+
+
+def workspace_fusion(workspace, name):
+    """The fitted fusion ``name`` of ``workspace`` (a :class:`Fusion`); refused when stale."""
+    config = artifacts.read_config(workspace, name)
+    path = workspace.model_dir(name) / "fuser.joblib"
+    if config is None or not path.exists():
+        raise GemoError(f"fusion {name} lacks its fuser.joblib or config.json in "
+                        f"{workspace.models_dir}: fit it again with `gemo fuse`")
+    stale = artifacts.stale_inputs(workspace, config)
+    if stale:
+        raise GemoError(f"fusion {name} is stale: {', '.join(stale)} changed since it was "
+                        f"fitted; refit it: {config.get('command') or 'gemo fuse'}")
+    return _fusion(name, config, joblib.load(path))
 
 
 def check_installed(feature_sets, source):

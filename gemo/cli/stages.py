@@ -1,4 +1,4 @@
-"""The pipeline's commands: synth, extract, info, train, fuse, evaluate, demo."""
+"""The pipeline's commands: synth, synth-groups, extract, info, train, fuse, evaluate, demo."""
 
 import json
 import sys
@@ -70,6 +70,40 @@ def synth(out, clips_per_class, seed, duration, workers):
     """
     root = api.synth(out, **given(clips_per_class=clips_per_class, seed=seed, duration=duration,
                                   workers=workers))
+    results.print(f"wrote {root}", soft_wrap=True, highlight=False)
+
+
+@cli.command("synth-groups")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--faces", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              required=True, help="Folder of face subfolders named by valence (Positive, Neutral, "
+              "Negative) or expression (happy, neutral, angry, disgust, fear, sad).")
+@click.option("--backgrounds", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              required=True, help="Folder of background images (searched recursively).")
+@click.option("--count", type=click.IntRange(3), cls=ApiOption, stage="synth_groups",
+              help="Images to make (70% Train, 15% Val, 15% Test).")
+@click.option("--min-faces", type=click.IntRange(1), cls=ApiOption, stage="synth_groups")
+@click.option("--max-faces", type=click.IntRange(1), cls=ApiOption, stage="synth_groups")
+@click.option("--scale", type=(float, float), metavar="MIN MAX", cls=ApiOption,
+              stage="synth_groups", help="Face height as a fraction of the image height.")
+@click.option("--width", type=click.IntRange(32), cls=ApiOption, stage="synth_groups")
+@click.option("--height", type=click.IntRange(32), cls=ApiOption, stage="synth_groups")
+@click.option("--seed", type=int, cls=ApiOption, stage="synth_groups")
+def synth_groups(out, faces, backgrounds, count, min_faces, max_faces, scale, width, height, seed):
+    """Write synthetic group images (Petrova 2020) as a dataset `gemo train scene` reads.
+
+    Each image: 1 to 9 faces pasted without overlap on a background, labelled with the
+    faces' most common valence (Neutral on a tie). Images are written as still clips in
+    the VGAF layout, with groups.json listing every face's box (docs/training.md).
+
+    \b
+    Example:
+      gemo synth-groups groups/ --faces faces/ --backgrounds rooms/ --count 600
+      gemo extract groups/ --only frames && gemo train scene --features frames
+    """
+    root = api.synth_groups(out, faces=faces, backgrounds=backgrounds,
+                            **given(count=count, min_faces=min_faces, max_faces=max_faces,
+                                    scale=scale, width=width, height=height, seed=seed))
     results.print(f"wrote {root}", soft_wrap=True, highlight=False)
 
 

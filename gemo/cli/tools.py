@@ -1,4 +1,4 @@
-"""Commands beside the pipeline: predict, export, inspect, models (list, remove), weights (list,
+"""Commands beside the pipeline: predict, export, explain, inspect, models (list, remove), weights (list,
 path, fetch)."""
 
 import json
@@ -144,6 +144,61 @@ def export(out, fusions, workdir):
     """
     print_summary(api.export(workspace=api.Workspace(workdir), out=out,
                              fusions=list(fusions) or None))
+
+
+@cli.command()
+@click.argument("clips", nargs=-1, required=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for the PNGs and explain.json (one subfolder per clip).")
+@click.option("--model", metavar="NAME",
+              help="The frame-cnn scene model to explain (default: the workspace's only one).")
+@click.option("--method", type=click.Choice(["gradcam", "scorecam"]), default="gradcam",
+              show_default=True, help="Grad-CAM (gradients) or Score-CAM (masked forward passes).")
+@click.option("--class", "target", metavar="CLASS",
+              help="Class whose evidence to map (default: the model's predicted class).")
+@click.option("--fusion", metavar="NAME",
+              help="Fusion whose models' contributions to report (default: the first by name).")
+@workdir_option
+def explain(clips, out, model, method, target, fusion, workdir):
+    """Heat maps of a scene model over CLIPS (video files or clip ids of the workspace),
+    and what each model and modality adds to the fused prediction of an indexed clip.
+
+    Per clip, OUT/<clip>/ gets each frame as frame-NN.png and its heat map over it as
+    frame-NN-<method>.png, with explain.json. A contribution is the drop of the fused
+    probability of the predicted class when a model's input is replaced by the filler of
+    a missing score (1/3 each), the fuser unchanged (docs/explain.md).
+
+    \b
+    Examples:
+      gemo explain 12_3 --out maps/
+      gemo explain party.mp4 --method scorecam --class Negative --out maps/
+    """
+    report = api.explain(clips=list(clips), workspace=api.Workspace(workdir), out=out,
+                         model=model, method=method, target=target, fusion=fusion)
+    for entry in report["clips"]:
+        probs = "  ".join(f"{name} {p:.2f}" for name, p in entry["probs"].items())
+        results.print(f"[bold]{escape(entry['clip'])}[/]: {report['model']} predicts "
+                      f"{entry['predicted']} ({probs}); {report['method']} maps of "
+                      f"{entry['class']} in {escape(entry['out'])}", soft_wrap=True,
+                      highlight=False)
+        if "contributions" in entry:
+            _print_contributions(entry["contributions"])
+    if report["fusion"] is None:
+        console.print("[yellow]note:[/] no fusion in this workspace: no contributions "
+                      "(`gemo fuse` first)")
+
+
+def _print_contributions(result):
+    listing = table("model / modality", "P(label) without", "contribution",
+                    title=f"{result['fusion']}: {result['label']} at {result['prob']:.3f}")
+    for name, row in result["models"].items():
+        note = " (score missing)" if row["missing"] else ""
+        listing.add_row(escape(f"{name} [{row['modality']}]{note}"), f"{row['without']:.3f}",
+                        f"{row['contribution']:+.3f}")
+    for kind, row in result["modalities"].items():
+        listing.add_row(f"[bold]{kind}[/] (all {len(row['models'])})", f"{row['without']:.3f}",
+                        f"{row['contribution']:+.3f}")
+    results.print(listing)
 
 
 @cli.command()
