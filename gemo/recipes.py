@@ -94,12 +94,13 @@ def _quick(recipe, path):
     if quick is None:
         raise GemoError(f"{path} has no [quick] table: run it without --quick")
     _check(quick, ("extract", "train"), "[quick]", path)
-    extract = dict(recipe["extract"])
-    for key, value in quick.get("extract", {}).items():
-        _check({key: value}, _keys("extract"), "[quick.extract]", path)
-        extract[key] = ({**extract.get(key, {}), **value} if key == "params" else value)
-    extract["params"] = {name: {**recipe["extract"].get("params", {}).get(name, {}), **values}
-                         for name, values in extract.get("params", {}).items()}
+    overrides = quick.get("extract", {})
+    _check(overrides, _keys("extract"), "[quick.extract]", path)
+    extract = {**recipe["extract"], **{k: v for k, v in overrides.items() if k != "params"}}
+    params = {name: dict(values) for name, values in recipe["extract"].get("params", {}).items()}
+    for name, values in overrides.get("params", {}).items():  # merged per set, key by key
+        params.setdefault(name, {}).update(values)
+    extract["params"] = params
     by_name = quick.get("train", {})
     _check(by_name, [entry["name"] for entry in recipe["train"]], "[quick.train]", path)
     train = []

@@ -126,6 +126,22 @@ def test_missing_weights_stop_before_any_work(tmp_path, home):
     assert not work.exists()
 
 
+def test_quick_overrides_merge_over_the_recipe(tmp_path):
+    path = _write(tmp_path, TINY.replace("EPOCHS", "50") + """
+[quick.extract.params.frames]
+count = 2
+[quick.train.scene-small]
+epochs = 1
+""")
+    assert recipes.load(path)["train"][0]["epochs"] == 50
+    quick = recipes.load(path, quick=True)
+    assert quick["extract"]["params"]["frames"] == {"count": 2, "size": 64}
+    assert quick["extract"]["sets"] == ["frames", "pyaudio"]
+    assert [entry["epochs"] for entry in quick["train"]] == [1, 2]
+    with pytest.raises(GemoError, match="has no \\[quick\\] table"):
+        recipes.load(_write(tmp_path, TINY.replace("EPOCHS", "1")), quick=True)
+
+
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
 def test_shipped_recipes_are_valid(path):
     recipe = recipes.load(path)
