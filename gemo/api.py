@@ -24,6 +24,7 @@ is defined; they are imported here on first use, so ``import gemo.api`` stays qu
 ``fuse``       :func:`gemo.fusion.fuse`
 ``evaluate``   :func:`gemo.evaluation.evaluate`
 ``demo``       :func:`gemo.demo.run_demo`
+``run_recipe`` :func:`gemo.recipes.run` (a paper's recipe, ``gemo run``)
 ``inspect``    :func:`gemo.inspect.inspect_files`
 ``trained``    :func:`gemo.artifacts.describe` (models and fusions)
 ``remove``     :func:`gemo.artifacts.remove`
@@ -47,6 +48,7 @@ _STAGES = {
     "fuse": ("gemo.fusion", "fuse"),
     "evaluate": ("gemo.evaluation", "evaluate"),
     "demo": ("gemo.demo", "run_demo"),
+    "run_recipe": ("gemo.recipes", "run"),
     "inspect": ("gemo.inspect", "inspect_files"),
     "trained": ("gemo.artifacts", "describe"),
     "remove": ("gemo.artifacts", "remove"),

@@ -1,4 +1,4 @@
-"""The pipeline's commands: synth, synth-groups, extract, info, train, fuse, evaluate, demo."""
+"""The pipeline's commands: synth, synth-groups, extract, info, train, fuse, evaluate, demo, run."""
 
 import json
 import sys
@@ -385,3 +385,34 @@ def demo(directory, clips_per_class, seed, workers):
       gemo demo            # then look at gemo-demo/work/reports/val/
     """
     api.demo(directory, **given(clips_per_class=clips_per_class, seed=seed, workers=workers))
+
+
+@cli.command("run")
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("dataset", required=False, type=click.Path(exists=True, path_type=Path))
+@click.option("--quick", is_flag=True, help="Apply the recipe's [quick] overrides (fewer epochs "
+              "and frames, no pretrained backbone): a try on a CPU, not the paper's settings.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@workdir_option
+def run(recipe, dataset, quick, quiet, workdir):
+    """Run a paper's RECIPE (recipes/*.toml) on DATASET: extract, train, fuse, evaluate.
+
+    Each stage resumes: a rerun extracts only missing clips and skips the models and
+    fusions already made from the same recipe entry. At the end the paper's VGAF
+    accuracies are printed beside gemo's (docs/recipes.md).
+
+    \b
+    Examples:
+      gemo run recipes/pinto2020.toml vgaf/ --workdir pinto-work
+      gemo run recipes/pinto2020.toml demo-data --quick --workdir demo-work
+    """
+    result = api.run_recipe(recipe, workspace=api.Workspace(workdir), dataset=dataset,
+                            quick=quick, progress=not quiet)
+    for stage, name, note in result["stages"]:
+        results.print(f"[bold]{stage}[/] {escape(name)}: {escape(note)}", soft_wrap=True)
+    rows = table("model or fusion", "split", "metric %", "paper", "gemo",
+                 title=f"{result['recipe']}: the paper's VGAF figures and this run's")
+    for row in result["comparison"]:
+        rows.add_row(row["name"], row["split"], row["metric"], f"{row['paper']:.2f}",
+                     "-" if row["gemo"] is None else f"{row['gemo']:.2f}")
+    results.print(rows)
