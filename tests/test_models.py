@@ -23,6 +23,9 @@ def _inputs(name):
         "logreg": (torch.randn(3, 12),),
         "frame-cnn": (torch.randn(3, 4, 3, 32, 32),),
         "temporal-head": (torch.randn(3, 10, 16), torch.tensor([10, 6, 10])),
+        # faces: [clips, frames, faces, D] and the faces of each frame (a clip without any)
+        **{family: (torch.randn(3, 2, 4, 8), torch.tensor([[4, 2], [0, 0], [1, 3]]))
+           for family in ("fea", "feb", "nvpf", "tnvpf")},
     }[name]
 
 
@@ -35,6 +38,10 @@ CONFIGS = {
     "face-lstm": {"input_dim": 22},
     "frame-cnn": {"input_dim": 3, "input_size": 32},
     "temporal-head": {"input_dim": 16, "pooling": "attention"},
+    "fea": {"input_dim": 8},
+    "feb": {"input_dim": 8},
+    "nvpf": {"input_dim": 8, "units": 3},
+    "tnvpf": {"input_dim": 8, "units": 3, "memory": 8},
 }
 
 
@@ -58,8 +65,9 @@ def _create(name):
 
 
 def test_registry_lists_and_creates_every_family():
-    assert models.available() == ["blstm-attention", "cnn-blstm", "face-lstm", "frame-cnn",
-                                  "logreg", "mlp", "svm", "temporal-head"]
+    assert models.available() == ["blstm-attention", "cnn-blstm", "face-lstm", "fea", "feb",
+                                  "frame-cnn", "logreg", "mlp", "nvpf", "svm", "temporal-head",
+                                  "tnvpf"]
     for name in models.available():
         model = _create(name)
         x = _inputs(name)
@@ -182,10 +190,11 @@ def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):
         torch.manual_seed(3)
         model = _create(name)
         inputs = inputs_for(model)
+        width = CONFIGS[name]["input_dim"] + (model.input_kind == "faces")  # + frame index
         if name == "frame-cnn":
             inputs.fit([])
         else:
-            inputs.fit([np.random.default_rng(0).normal(size=(20, CONFIGS[name]["input_dim"]))])
+            inputs.fit([np.random.default_rng(0).normal(size=(20, width))])
         checkpoint = build_checkpoint(
             model=model, inputs=inputs, name=f"test-{name}", modality="audio",
             features={"set": "x", "fingerprint": "abc", "feature_names": ["a"]},

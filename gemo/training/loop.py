@@ -46,6 +46,9 @@ def fit_model(model, inputs, train_set, holdout_set, *, recipe, seed, device="cp
     ``recipe.class_weight`` "balanced" the loss weighs classes by :func:`class_weights` of
     ``train_set``'s labels, and with ``recipe.label_smoothing`` smooths the targets, the
     hold-out loss too, so that early stopping watches what is optimised.
+    A family with a loss of its own (:meth:`gemo.models.base.Model.loss`: face-level terms, a
+    flow's likelihood) trains on it; early stopping still watches the cross-entropy of its
+    clip scores, which are what it is used for.
     ``holdout_set`` None (full-train): exactly ``fixed_epochs`` epochs, no early stopping, the last
     weights kept (``best`` then has no loss nor accuracy). The schedule runs over
     ``recipe.epochs`` either way, so a full-train run follows the learning rates of the run
@@ -55,6 +58,8 @@ def fit_model(model, inputs, train_set, holdout_set, *, recipe, seed, device="cp
     weight = class_weights(train_set[-1].numpy(), recipe.class_weight)
     weight = None if weight is None else torch.tensor(weight, dtype=torch.float32, device=device)
     optimizer = make_optimizer(model, recipe)
+    # A gemo Model may train on a loss of its own (Model.loss); any other module on cross-entropy.
+    criterion = getattr(model, "loss", F.cross_entropy)
     autocast_dtype = amp_dtype(device) if recipe.amp else None
     # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
     scaler = torch.amp.GradScaler(torch.device(device).type,
@@ -78,8 +83,8 @@ def fit_model(model, inputs, train_set, holdout_set, *, recipe, seed, device="cp
             labels = labels.to(device)
             with _autocast(device, autocast_dtype):
                 logits = model(*batch)
-            loss = F.cross_entropy(logits.float(), labels, weight=weight,
-                                   label_smoothing=recipe.label_smoothing)
+            loss = criterion(logits.float(), labels, weight=weight,
+                             label_smoothing=recipe.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
