@@ -14,12 +14,17 @@ is defined; they are imported here on first use, so ``import gemo.api`` stays qu
 
 =============  ====================================================
 ``synth``      :func:`gemo.data.synth.make_dataset`
+``synth_groups`` :func:`gemo.data.groups.make_groups` (Petrova's group images)
 ``extract``    :func:`gemo.extraction.extract`
 ``train``      :func:`gemo.training.train`
 ``predict``    :func:`gemo.training.predict` (a trained model's scores)
+``apply``      :func:`gemo.apply.apply` (fusions on new video files: ``gemo predict``)
+``export``     :func:`gemo.bundle.export` (a portable bundle)
+``explain``    :func:`gemo.explain.explain` (heat maps, contributions)
 ``fuse``       :func:`gemo.fusion.fuse`
 ``evaluate``   :func:`gemo.evaluation.evaluate`
 ``demo``       :func:`gemo.demo.run_demo`
+``run_recipe`` :func:`gemo.recipes.run` (a paper's recipe, ``gemo run``)
 ``inspect``    :func:`gemo.inspect.inspect_files`
 ``trained``    :func:`gemo.artifacts.describe` (models and fusions)
 ``remove``     :func:`gemo.artifacts.remove`
@@ -33,12 +38,17 @@ from gemo.workspace import Workspace
 
 _STAGES = {
     "synth": ("gemo.data.synth", "make_dataset"),
+    "synth_groups": ("gemo.data.groups", "make_groups"),
     "extract": ("gemo.extraction", "extract"),
     "train": ("gemo.training", "train"),
     "predict": ("gemo.training", "predict"),
+    "apply": ("gemo.apply", "apply"),
+    "export": ("gemo.bundle", "export"),
+    "explain": ("gemo.explain", "explain"),
     "fuse": ("gemo.fusion", "fuse"),
     "evaluate": ("gemo.evaluation", "evaluate"),
     "demo": ("gemo.demo", "run_demo"),
+    "run_recipe": ("gemo.recipes", "run"),
     "inspect": ("gemo.inspect", "inspect_files"),
     "trained": ("gemo.artifacts", "describe"),
     "remove": ("gemo.artifacts", "remove"),

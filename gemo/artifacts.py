@@ -57,20 +57,24 @@ def claim(workspace, name, request, *, overwrite, what):
     if previous == plain(request):
         return
     changed = ("made by a gemo that did not record them" if previous is None
-               else "; ".join(_differences(previous, plain(request))))
+               else "; ".join(differences(previous, plain(request))))
     raise GemoError(
         f"{what} {name} already exists, made with other options ({changed}): pass --overwrite "
         f"to replace it, or --name NEW to keep both (`gemo models list` shows them)"
     )
 
 
-def _differences(old, new, prefix=""):
-    """``key old -> new`` for every value that differs; nested dicts by dotted key."""
+def differences(old, new, prefix=""):
+    """``key old -> new`` for every value that differs; nested dicts by dotted key.
+
+    >>> differences({"recipe": {"lr": 0.1}}, {"recipe": {"lr": 0.2}})
+    ['recipe.lr 0.1 -> 0.2']
+    """
     out = []
     for key in sorted(set(old) | set(new), key=str):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
+            out += differences(a, b, f"{prefix}{key}.")
         elif a != b:
             out.append(f"{prefix}{key} {a!r} -> {b!r}")
     return out

@@ -132,7 +132,7 @@ def test_interrupted_training_writes_nothing(extracted, tmp_path, monkeypatch):
 def test_help_texts_name_what_exists():
     from gemo import extractors
 
-    features = " ".join(invoke("train", "--help").stdout.split())
+    features = " ".join(invoke("train", "--help").stdout.split()).replace("- ", "-")  # wrapped
     assert all(name in features for name in extractors.available()) and "fer" in features
     assert "audio, scene and face" in " ".join(invoke("demo", "--help").stdout.split())
     top = invoke("--help").stdout
@@ -239,15 +239,12 @@ def test_evaluate_counts_group_sizes_from_the_cache_asked_for(tmp_path):
 
 def test_help_takes_defaults_from_the_api_and_choices_from_the_registries():
     from gemo import fusion, models
-
     from gemo.models import backbones
 
     # Help wraps lines, long names at their hyphens.
     text = " ".join(invoke("train", "--help").stdout.split()).replace("- ", "-")
     assert "[default: 200]" in text and "[default: 0.001]" in text  # training.train's
     assert all(name in text for name in models.available())
-    from gemo.models import backbones
-
     assert "one of: " + ", ".join(backbones.available()) in text
     assert "mobilenet_v2" in backbones.available()
     text = " ".join(invoke("fuse", "--help").stdout.split())
@@ -277,6 +274,33 @@ def test_class_weight_reaches_train_and_is_left_to_its_default_when_not_given(mo
     assert calls[0]["class_weight"] == "balanced" and "class_weight" not in calls[1]
     result = invoke(*words, "--class-weight", "inverse")
     assert result.exit_code == 2 and "'inverse' is not one of 'none', 'balanced'" in result.output
+
+
+def test_the_loop_options_reach_train_and_are_left_to_their_defaults_when_not_given(monkeypatch):
+    from gemo import api
+
+    text = " ".join(invoke("train", "--help").stdout.split())
+    assert "--optimizer [adam|adamw|sgd] [default: adam]" in text
+    assert "--schedule [none|cosine|step]" in text and "[default: 0.9]" in text
+    calls = []
+    monkeypatch.setattr(api, "train", lambda **kwargs: calls.append(kwargs) or {"name": "x"})
+    words = ["train", "scene", "--features", "frames"]
+    given = ["--optimizer", "sgd", "--momentum", "0.8", "--nesterov", "--weight-decay", "1e-4",
+             "--label-smoothing", "0.2", "--schedule", "step", "--step-every", "5",
+             "--step-factor", "0.5", "--backbone-lr-scale", "0.1", "--freeze-backbone", "--amp",
+             "--full-train"]
+    assert invoke(*words, *given).exit_code == 0
+    assert invoke(*words).exit_code == 0
+    assert {key: calls[0][key] for key in (
+        "optimizer", "momentum", "nesterov", "weight_decay", "label_smoothing", "schedule",
+        "step_every", "step_factor", "backbone_lr_scale", "freeze_backbone", "amp",
+        "full_train")} == {
+        "optimizer": "sgd", "momentum": 0.8, "nesterov": True, "weight_decay": 1e-4,
+        "label_smoothing": 0.2, "schedule": "step", "step_every": 5, "step_factor": 0.5,
+        "backbone_lr_scale": 0.1, "freeze_backbone": True, "amp": True, "full_train": True}
+    assert not {"optimizer", "momentum", "weight_decay", "label_smoothing", "schedule",
+                "step_every", "step_factor", "backbone_lr_scale"} & set(calls[1])
+    assert not any(calls[1][key] for key in ("nesterov", "freeze_backbone", "amp", "full_train"))
 
 
 def test_the_command_line_starts_without_torch():

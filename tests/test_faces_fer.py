@@ -166,3 +166,39 @@ def test_box_crop_is_square_padded_and_scaled():
     assert x.shape == (64, 64) and x.dtype == np.float32
     assert x.max() == pytest.approx(1.0) and x.min() == pytest.approx(-1.0)  # black padding
     assert (x[:, -5:] == -1).all() and (x[20:40, 5:20] == 1).all()
+
+
+def test_predict_gives_the_last_hidden_layer_averaged_from_the_same_pass(tmp_path):
+    weights = _weights(np.random.default_rng(5))
+    _write_keras_file(tmp_path / "model.hdf5", weights)
+    net = KerasGraph.from_hdf5(tmp_path / "model.hdf5").eval()
+    assert fer.hidden_layer(net) == "add"  # what the class convolution reads
+    faces = np.random.default_rng(6).uniform(-1, 1, (3, 64, 64)).astype(np.float32)
+    probs, embeddings = fer.predict(net, faces, batch_size=2, embeddings=True)
+    with torch.no_grad():
+        x = torch.from_numpy(faces[:, None])
+        np.testing.assert_allclose(probs, net(x).numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(embeddings, net(x, until="add").mean(dim=(2, 3)).numpy(),
+                                   rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(fer.predict(net, faces, batch_size=2), probs)
+    none, no_embeddings = fer.predict(net, faces[:0], embeddings=True)
+    assert none.shape == (0, 7) and no_embeddings.shape == (0, 4)
+
+
+def test_fer_set_stores_each_faces_embedding(fer_weights):
+    from gemo.extractors.fer import FER
+
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 255, (3, 112, 112, 3), dtype=np.uint8)
+    faces = {"crops": crops, "frame_index": np.array([0, 0, 2], np.int32),
+             "counts": np.array([2, 0, 1, 0], np.int32)}
+    out = FER().compute(None, {"faces": faces})
+    assert out["embeddings"].shape == (3, 128) and out["embeddings"].dtype == np.float32
+    assert np.isfinite(out["embeddings"]).all() and out["embeddings"].std(0).max() > 0
+    model = fer.load_fer(weights=fer_weights)
+    np.testing.assert_allclose(out["probs"], fer.predict(
+        model, [fer.fer_input_from_crop(c) for c in crops]), rtol=1e-5, atol=1e-6)
+    assert out["features"].shape == (4, 22)
+    empty = FER().compute(None, {"faces": {**faces, "crops": crops[:0],
+                                           "frame_index": np.zeros(0, np.int32)}})
+    assert empty["embeddings"].shape == (0, 128) and empty["probs"].shape == (0, 7)

@@ -170,6 +170,23 @@ def test_grouped_folds_keep_each_video_in_one_fold():
         assert not set(groups[train]) & set(groups[test])
 
 
+@pytest.mark.parametrize("per_class", [3, 4, 5])
+def test_few_clips_per_class_still_give_folds_that_train_on_every_class(per_class):
+    # StratifiedGroupKFold refuses more folds than clips of a class, and a grouped split can
+    # leave a class out of a training part: the svm fusion crashed on 4 or 5 clips per class.
+    rng = np.random.default_rng(0)
+    for seed in range(20):
+        y = np.repeat([0, 1, 2], per_class)
+        groups = rng.permutation(np.arange(len(y)) // 2)
+        for train, test in grouped_folds(y, groups, seed=seed, every_class=True):
+            assert set(y[train]) == {0, 1, 2}
+            assert not set(groups[train]) & set(groups[test])
+        X = rng.normal(size=(len(y), 6)) + y[:, None]
+        assert fusion.create("svm", seed=seed).fit(X, y, groups).predict_proba(X).shape == (len(y), 3)
+    with pytest.raises(GemoError, match="leaves a class out of a training part"):
+        grouped_folds([0, 1, 2, 2], [0, 1, 2, 3], every_class=True)
+
+
 def test_svm_grid_search_picks_from_grid_and_beats_each_model(tmp_path):
     ws, clips = make_workspace(tmp_path)
     summary = fusion.fuse(workspace=ws, method="svm", progress=False)

@@ -25,6 +25,9 @@ def _inputs(name):
         "temporal-head": (torch.randn(3, 10, 16), torch.tensor([10, 6, 10])),
         "convlstm": (torch.randn(3, 5, 4, 3, 8), torch.tensor([5, 2, 5])),
         "frame-classifier": (torch.randn(3, 4, 3, 32, 32),),
+        # faces: [clips, frames, faces, D] and the faces of each frame (a clip without any)
+        **{family: (torch.randn(3, 2, 4, 8), torch.tensor([[4, 2], [0, 0], [1, 3]]))
+           for family in ("fea", "feb", "nvpf", "tnvpf")},
     }[name]
 
 
@@ -39,6 +42,10 @@ CONFIGS = {
     "temporal-head": {"input_dim": 16, "pooling": "attention"},
     "convlstm": {"input_dim": 8},
     "frame-classifier": {"input_dim": 3, "input_size": 32},
+    "fea": {"input_dim": 8},
+    "feb": {"input_dim": 8},
+    "nvpf": {"input_dim": 8, "units": 3},
+    "tnvpf": {"input_dim": 8, "units": 3, "memory": 8},
 }
 
 
@@ -62,9 +69,9 @@ def _create(name):
 
 
 def test_registry_lists_and_creates_every_family():
-    assert models.available() == ["blstm-attention", "cnn-blstm", "convlstm", "face-lstm",
-                                  "frame-classifier", "frame-cnn", "logreg", "mlp", "svm",
-                                  "temporal-head"]
+    assert models.available() == ["blstm-attention", "cnn-blstm", "convlstm", "face-lstm", "fea",
+                                  "feb", "frame-classifier", "frame-cnn", "logreg", "mlp", "nvpf",
+                                  "svm", "temporal-head", "tnvpf"]
     for name in models.available():
         model = _create(name)
         x = _inputs(name)
@@ -189,10 +196,11 @@ def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):
         torch.manual_seed(3)
         model = _create(name)
         inputs = inputs_for(model)
+        width = CONFIGS[name]["input_dim"] + (model.input_kind == "faces")  # + frame index
         if name == "frame-cnn":
             inputs.fit([])
         else:
-            inputs.fit([np.random.default_rng(0).normal(size=(20, CONFIGS[name]["input_dim"]))])
+            inputs.fit([np.random.default_rng(0).normal(size=(20, width))])
         checkpoint = build_checkpoint(
             model=model, inputs=inputs, name=f"test-{name}", modality="audio",
             features={"set": "x", "fingerprint": "abc", "feature_names": ["a"]},

@@ -340,7 +340,7 @@ def test_pose_cache_stores_the_summary_of_its_own_arrays(tmp_path, enter):
     workspace = _pose_workspace(tmp_path, train=2, val=0, enter=enter)
     with FeatureCache(workspace.cache_path("pose")) as cache:
         assert cache.info["feature_names"] == summary.feature_names()
-        assert cache.provenance["extractor_version"] == 2
+        assert cache.provenance["extractor_version"] == 3
         assert cache.params["min_confidence"] == 0.5
         counts = []
         for clip_id in cache.ids():
@@ -393,3 +393,36 @@ def test_loading_yolo_leaves_pil_reading_as_it_was(yolo, tmp_path):
     broken.write_text("not an image")
     with pytest.raises(Image.UnidentifiedImageError):
         Image.open(broken)
+
+
+class Cornered(PoseDetector):
+    """One person whose box and keypoints span the whole image it is given."""
+
+    name = "test-cornered"
+    seen = []
+
+    def _load(self):
+        return {"file": "cornered", "name": None, "sha256": "0" * 64}
+
+    def _detect_batch(self, images):
+        self.seen += [image.shape[:2] for image in images]
+        found = []
+        for image in images:
+            height, width = image.shape[:2]
+            points = np.zeros((1, 17, 3), np.float32)
+            points[0, :, :] = (width, height, 0.9)
+            found.append(([[0, 0, width, height]], [0.9], points))
+        return found
+
+
+@pytest.mark.parametrize("max_side,detected", [(64, (36, 64)), (0, (72, 128))])
+def test_pose_detects_on_scaled_frames_and_stores_full_frame_pixels(tmp_path, enter, max_side,
+                                                                    detected):
+    enter(detect._DETECTORS.registered(Cornered))
+    Cornered.seen = []
+    clip = make_clip(tmp_path / "a.mp4", seconds=1.0, size=(128, 72), audio=False)
+    pose = extractors.create("pose", detector="test-cornered", count=2, max_side=max_side)
+    arrays = pose.extract(clip)
+    assert Cornered.seen == [detected, detected]
+    np.testing.assert_allclose(arrays["boxes"], [[0, 0, 128, 72]] * 2)
+    np.testing.assert_allclose(arrays["keypoints"][..., :2], np.tile([128, 72], (2, 17, 1)))

@@ -31,6 +31,8 @@ _AFTER_INTERRUPT = {
     "train": "nothing was written; rerun to start again",
     "fuse": "nothing was written; rerun to start again",
     "demo": "extracted clips are kept; rerun to resume (models are trained again)",
+    "predict": "extracted clips are kept; rerun to resume",
+    "export": "nothing was written",
 }
 
 

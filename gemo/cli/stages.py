@@ -1,4 +1,4 @@
-"""The pipeline's commands: synth, extract, info, train, fuse, evaluate, demo."""
+"""The pipeline's commands: synth, synth-groups, extract, info, train, fuse, evaluate, demo, run."""
 
 import json
 import sys
@@ -21,7 +21,7 @@ from gemo.cli.app import (
     workdir_option,
 )
 from gemo.progress import results
-from gemo.training.recipe import CLASS_WEIGHTS
+from gemo.training.recipe import CLASS_WEIGHTS, OPTIMIZERS, SCHEDULES
 
 
 def _executors():
@@ -70,6 +70,40 @@ def synth(out, clips_per_class, seed, duration, workers):
     """
     root = api.synth(out, **given(clips_per_class=clips_per_class, seed=seed, duration=duration,
                                   workers=workers))
+    results.print(f"wrote {root}", soft_wrap=True, highlight=False)
+
+
+@cli.command("synth-groups")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--faces", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              required=True, help="Folder of face subfolders named by valence (Positive, Neutral, "
+              "Negative) or expression (happy, neutral, angry, disgust, fear, sad).")
+@click.option("--backgrounds", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              required=True, help="Folder of background images (searched recursively).")
+@click.option("--count", type=click.IntRange(3), cls=ApiOption, stage="synth_groups",
+              help="Images to make (70% Train, 15% Val, 15% Test).")
+@click.option("--min-faces", type=click.IntRange(1), cls=ApiOption, stage="synth_groups")
+@click.option("--max-faces", type=click.IntRange(1), cls=ApiOption, stage="synth_groups")
+@click.option("--scale", type=(float, float), metavar="MIN MAX", cls=ApiOption,
+              stage="synth_groups", help="Face height as a fraction of the image height.")
+@click.option("--width", type=click.IntRange(32), cls=ApiOption, stage="synth_groups")
+@click.option("--height", type=click.IntRange(32), cls=ApiOption, stage="synth_groups")
+@click.option("--seed", type=int, cls=ApiOption, stage="synth_groups")
+def synth_groups(out, faces, backgrounds, count, min_faces, max_faces, scale, width, height, seed):
+    """Write synthetic group images (Petrova 2020) as a dataset `gemo train scene` reads.
+
+    Each image: 1 to 9 faces pasted without overlap on a background, labelled with the
+    faces' most common valence (Neutral on a tie). Images are written as still clips in
+    the VGAF layout, with groups.json listing every face's box (docs/training.md).
+
+    \b
+    Example:
+      gemo synth-groups groups/ --faces faces/ --backgrounds rooms/ --count 600
+      gemo extract groups/ --only frames && gemo train scene --features frames
+    """
+    root = api.synth_groups(out, faces=faces, backgrounds=backgrounds,
+                            **given(count=count, min_faces=min_faces, max_faces=max_faces,
+                                    scale=scale, width=width, height=height, seed=seed))
     results.print(f"wrote {root}", soft_wrap=True, highlight=False)
 
 
@@ -200,13 +234,41 @@ def info(as_json, workdir):
 @click.option("--class-weight", type=click.Choice(CLASS_WEIGHTS), cls=ApiOption, stage="train",
               help="balanced: weigh each class's loss by n_clips / (n_classes * its clips), "
                    "counted on each model's training clips, for imbalanced data.")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), cls=ApiOption, stage="train")
+@click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), cls=ApiOption,
+              stage="train", help="sgd's momentum.")
+@click.option("--nesterov", is_flag=True, help="sgd with Nesterov momentum.")
+@click.option("--weight-decay", type=click.FloatRange(0), cls=ApiOption, stage="train",
+              help="L2 penalty (adam, sgd) or decoupled decay (adamw).")
+@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), cls=ApiOption,
+              stage="train", help="Share of each target spread over the classes.")
+@click.option("--schedule", type=click.Choice(SCHEDULES), cls=ApiOption, stage="train",
+              help="Learning rate per epoch: cosine over --epochs, or step (--step-factor every "
+                   "--step-every epochs).")
+@click.option("--step-every", type=click.IntRange(1), cls=ApiOption, stage="train",
+              help="step schedule: epochs between two drops.")
+@click.option("--step-factor", type=click.FloatRange(0, 1, min_open=True), cls=ApiOption,
+              stage="train", help="step schedule: the learning rate's factor at each drop.")
+@click.option("--backbone-lr-scale", type=click.FloatRange(min=0, min_open=True),
+              cls=ApiOption, stage="train",
+              help="The backbone's learning rate is --lr times this (e.g. 0.1 for a pretrained "
+                   "one); models with a backbone only (frame-cnn).")
+@click.option("--freeze-backbone", is_flag=True, help="Keep the backbone's weights and "
+              "batch-norm statistics fixed; train the layers after it (frame-cnn).")
+@click.option("--amp", is_flag=True, help="Mixed precision (bf16, or fp16 with loss scaling, "
+              "on older GPUs); CUDA only, refused on a CPU.")
+@click.option("--full-train", is_flag=True, help="Train NAME-full on train+val for the best "
+              "epoch count of the train-only model NAME (or --epochs when there is none), for a "
+              "test submission (Pinto 2020); its val scores are in-sample.")
 @device_option("train")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="Model option, repeatable, e.g. -o hidden=32 -o input_size=112.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @workdir_option
 def train(modality, features, model, name, overwrite, backbone, pretrained, weights, epochs,
-          batch_size, lr, patience, folds, seed, class_weight, device, options, quiet, workdir):
+          batch_size, lr, patience, folds, seed, class_weight, optimizer, momentum, nesterov,
+          weight_decay, label_smoothing, schedule, step_every, step_factor, backbone_lr_scale,
+          freeze_backbone, amp, full_train, device, options, quiet, workdir):
     """Train a MODALITY (audio, scene, face, pose) model on a cached feature set; write its
     checkpoint and per-clip scores.
 
@@ -221,13 +283,19 @@ def train(modality, features, model, name, overwrite, backbone, pretrained, weig
       gemo train face --features fer
       gemo train pose --features pose
       gemo train audio --features pyaudio --lr 3e-4 --name audio-pyaudio-slow
+      gemo train scene --features frames --backbone vgg19 --pretrained --optimizer sgd --device cuda
+      gemo train audio --features pyaudio --full-train   # then: audio-pyaudio-blstm-attention-full
     """
     summary = api.train(
         workspace=api.Workspace(workdir), modality=modality, features=features, overwrite=overwrite,
-        pretrained=pretrained, progress=not quiet,
+        pretrained=pretrained, nesterov=nesterov, freeze_backbone=freeze_backbone, amp=amp,
+        full_train=full_train, progress=not quiet,
         **given(model=model, name=name, backbone=backbone, weights=weights, epochs=epochs,
                 batch_size=batch_size, lr=lr, patience=patience, folds=folds, seed=seed,
-                class_weight=class_weight, device=device),
+                class_weight=class_weight, optimizer=optimizer, momentum=momentum,
+                weight_decay=weight_decay, label_smoothing=label_smoothing, schedule=schedule,
+                step_every=step_every, step_factor=step_factor,
+                backbone_lr_scale=backbone_lr_scale, device=device),
         **assignments(options))
     print_summary(summary)
 
@@ -320,3 +388,34 @@ def demo(directory, clips_per_class, seed, workers):
       gemo demo            # then look at gemo-demo/work/reports/val/
     """
     api.demo(directory, **given(clips_per_class=clips_per_class, seed=seed, workers=workers))
+
+
+@cli.command("run")
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("dataset", required=False, type=click.Path(exists=True, path_type=Path))
+@click.option("--quick", is_flag=True, help="Apply the recipe's [quick] overrides (fewer epochs "
+              "and frames, no pretrained backbone): a try on a CPU, not the paper's settings.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@workdir_option
+def run(recipe, dataset, quick, quiet, workdir):
+    """Run a paper's RECIPE (recipes/*.toml) on DATASET: extract, train, fuse, evaluate.
+
+    Each stage resumes: a rerun extracts only missing clips and skips the models and
+    fusions already made from the same recipe entry. At the end the paper's VGAF
+    accuracies are printed beside gemo's (docs/recipes.md).
+
+    \b
+    Examples:
+      gemo run recipes/pinto2020.toml vgaf/ --workdir pinto-work
+      gemo run recipes/pinto2020.toml demo-data --quick --workdir demo-work
+    """
+    result = api.run_recipe(recipe, workspace=api.Workspace(workdir), dataset=dataset,
+                            quick=quick, progress=not quiet)
+    for stage, name, note in result["stages"]:
+        results.print(f"[bold]{stage}[/] {escape(name)}: {escape(note)}", soft_wrap=True)
+    rows = table("model or fusion", "split", "metric %", "paper", "gemo",
+                 title=f"{result['recipe']}: the paper's VGAF figures and this run's")
+    for row in result["comparison"]:
+        rows.add_row(row["name"], row["split"], row["metric"], f"{row['paper']:.2f}",
+                     "-" if row["gemo"] is None else f"{row['gemo']:.2f}")
+    results.print(rows)

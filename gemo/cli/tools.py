@@ -1,4 +1,5 @@
-"""Commands beside the pipeline: inspect, models (list, remove), weights (list, path, fetch)."""
+"""Commands beside the pipeline: predict, export, explain, inspect, models (list, remove), weights (list,
+path, fetch)."""
 
 import json
 import sys
@@ -14,9 +15,11 @@ from gemo.cli.app import (
     cli,
     device_option,
     given,
+    print_summary,
     table,
     workdir_option,
 )
+from gemo.files import plain
 from gemo.pose import MIN_CONFIDENCE
 from gemo.progress import console, results
 
@@ -31,6 +34,171 @@ def _pose_detectors():
     from gemo.pose import detect
 
     return detect.available()
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--bundle", type=click.Path(exists=True, path_type=Path),
+              help="Use this bundle (from `gemo export`, a folder or .zip) instead of the "
+                   "workspace's models; the workspace then only holds the features cache.")
+@click.option("--fusion", "fusions", multiple=True, metavar="NAME",
+              help="Fusion to apply, repeatable; the first gives the label (default: every "
+                   "fusion, by name).")
+@click.option("--json", "json_path",
+              type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+              help="Also write the full report as JSON to this file ('-': print it instead).")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write one row per file to this CSV file.")
+@click.option("--workers", type=click.IntRange(1), cls=ApiOption, stage="apply",
+              help="Extraction worker processes (default: the machine's cores).")
+@device_option("apply")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@workdir_option
+def predict(files, bundle, fusions, json_path, csv_path, workers, device, quiet, workdir):
+    """Label video FILES (or folders of them) with the workspace's trained fusion.
+
+    Extracts only the feature sets the fused models need, with the parameters they were
+    trained on, into <workdir>/predict/ (resumable), then prints per file the label, its
+    three probabilities and each model's vote. A model that cannot score a file (an audio
+    model on a clip without sound) has its vote missing, and the fusion says how it filled
+    it. A file that cannot be read gets its reason; the others go on.
+
+    \b
+    Exit status: 0 every file labelled, 3 some could not be, 2 usage error.
+    \b
+    Examples:
+      gemo predict party.mp4 meeting.mp4
+      gemo predict videos/ --csv labels.csv
+      gemo predict --bundle model.zip clip.mp4 --json -
+    """
+    to_stdout = json_path is not None and str(json_path) == "-"
+    report = api.apply(files=list(files), workspace=api.Workspace(workdir), bundle=bundle,
+                       fusions=list(fusions) or None, progress=not quiet, csv_path=csv_path,
+                       json_path=None if to_stdout else json_path,
+                       **given(workers=workers, device=device))
+    if to_stdout:
+        click.echo(json.dumps(plain(report), indent=1))
+    else:
+        _print_predictions(report)
+        for path in (json_path, csv_path):
+            if path is not None:
+                results.print(f"wrote {escape(str(path))}", soft_wrap=True, highlight=False)
+    if any("error" in entry for entry in report["files"]):
+        sys.exit(EXIT_FAILED_CLIPS)
+
+
+def _print_predictions(report):
+    """Per file: label and probabilities, each model's vote, notes; then the throughput."""
+    width = max((len(name) for name in report["models"]), default=0)
+    for entry in report["files"]:
+        if "error" in entry:
+            results.print(f"[red]{escape(entry['path'])}[/]: {escape(entry['error'])}",
+                          soft_wrap=True)
+            continue
+        probs = "  ".join(f"{name} {p:.2f}" for name, p in entry["probs"].items())
+        results.print(f"[bold]{escape(entry['path'])}[/]: [bold]{entry['label']}[/]  ({probs}; "
+                      f"{entry['fusion']})", soft_wrap=True, highlight=False)
+        for name, vote in entry["votes"].items():
+            text = (f"missing: {escape(vote['missing'])}" if vote["label"] is None else
+                    f"{vote['label']:<8}  " + "  ".join(f"{p:.2f}" for p in vote["probs"].values()))
+            results.print(f"  {name:<{width}}  {text}", soft_wrap=True, highlight=False)
+        for name, fused in entry["fusions"].items():
+            if name != entry["fusion"]:
+                label = fused["label"] or "none"
+                results.print(f"  {name:<{width}}  {label}", soft_wrap=True, highlight=False)
+            if fused["note"]:
+                results.print(f"  [yellow]note:[/] {escape(fused['note'])}", soft_wrap=True,
+                              highlight=False)
+    speed = report["throughput"]
+    if not speed["clips"]:
+        return
+    rate = f"{speed['clips_per_second']:.2f} clips/s"
+    if speed["real_time_factor"] is not None:
+        rate += (f", real-time factor {speed['real_time_factor']:.2f} "
+                 f"({speed['seconds']:.1f} s for {speed['media_seconds']:.1f} s of media)")
+    cached = speed["clips"] - speed["extracted_now"]
+    results.print(f"{speed['clips']} clip(s) in {speed['seconds']:.1f} s on {speed['device']}: "
+                  f"{rate}; extraction {speed['extract_seconds']:.1f} s"
+                  + (f", {cached} clip(s) already in the cache" if cached else ""),
+                  soft_wrap=True, highlight=False)
+
+
+@cli.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--fusion", "fusions", multiple=True, metavar="NAME",
+              help="Fusion to export, repeatable (default: every fusion); its models come along.")
+@workdir_option
+def export(out, fusions, workdir):
+    """Write the workspace's fusions and models as a portable bundle OUT (a folder, or a
+    .zip file) that `gemo predict --bundle OUT` uses anywhere, without the workspace.
+
+    The bundle holds the checkpoints, the fitted fusers, the feature sets' parameters and
+    extractor versions, the class names and a manifest.json with the SHA-256 of every
+    file. A fuser is a pickle, which runs code when loaded: only load bundles you trust, and
+    check the manifest's SHA-256 printed here against its maker's (docs/predict.md).
+
+    \b
+    Examples:
+      gemo export model.zip
+      gemo export bundles/av --fusion fusion-svm
+    """
+    print_summary(api.export(workspace=api.Workspace(workdir), out=out,
+                             fusions=list(fusions) or None))
+
+
+@cli.command()
+@click.argument("clips", nargs=-1, required=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for the PNGs and explain.json (one subfolder per clip).")
+@click.option("--model", metavar="NAME",
+              help="The frame-cnn scene model to explain (default: the workspace's only one).")
+@click.option("--method", type=click.Choice(["gradcam", "scorecam"]), default="gradcam",
+              show_default=True, help="Grad-CAM (gradients) or Score-CAM (masked forward passes).")
+@click.option("--class", "target", metavar="CLASS",
+              help="Class whose evidence to map (default: the model's predicted class).")
+@click.option("--fusion", metavar="NAME",
+              help="Fusion whose models' contributions to report (default: the first by name).")
+@workdir_option
+def explain(clips, out, model, method, target, fusion, workdir):
+    """Heat maps of a scene model over CLIPS (video files or clip ids of the workspace),
+    and what each model and modality adds to the fused prediction of an indexed clip.
+
+    Per clip, OUT/<clip>/ gets each frame as frame-NN.png and its heat map over it as
+    frame-NN-<method>.png, with explain.json. A contribution is the drop of the fused
+    probability of the predicted class when a model's input is replaced by the filler of
+    a missing score (1/3 each), the fuser unchanged (docs/explain.md).
+
+    \b
+    Examples:
+      gemo explain 12_3 --out maps/
+      gemo explain party.mp4 --method scorecam --class Negative --out maps/
+    """
+    report = api.explain(clips=list(clips), workspace=api.Workspace(workdir), out=out,
+                         model=model, method=method, target=target, fusion=fusion)
+    for entry in report["clips"]:
+        probs = "  ".join(f"{name} {p:.2f}" for name, p in entry["probs"].items())
+        results.print(f"[bold]{escape(entry['clip'])}[/]: {report['model']} predicts "
+                      f"{entry['predicted']} ({probs}); {report['method']} maps of "
+                      f"{entry['class']} in {escape(entry['out'])}", soft_wrap=True,
+                      highlight=False)
+        if "contributions" in entry:
+            _print_contributions(entry["contributions"])
+    if report["fusion"] is None:
+        console.print("[yellow]note:[/] no fusion in this workspace: no contributions "
+                      "(`gemo fuse` first)")
+
+
+def _print_contributions(result):
+    listing = table("model / modality", "P(label) without", "contribution",
+                    title=f"{result['fusion']}: {result['label']} at {result['prob']:.3f}")
+    for name, row in result["models"].items():
+        note = " (score missing)" if row["missing"] else ""
+        listing.add_row(escape(f"{name} [{row['modality']}]{note}"), f"{row['without']:.3f}",
+                        f"{row['contribution']:+.3f}")
+    for kind, row in result["modalities"].items():
+        listing.add_row(f"[bold]{kind}[/] (all {len(row['models'])})", f"{row['without']:.3f}",
+                        f"{row['contribution']:+.3f}")
+    results.print(listing)
 
 
 @cli.command()

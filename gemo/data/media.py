@@ -42,6 +42,16 @@ def _duration(container, stream):
     return None
 
 
+def duration(path):
+    """Seconds a clip lasts (its video stream's, else its audio's), from the header only; None
+    if it does not say. A file that cannot be opened raises :class:`MediaError`."""
+    with _open(path) as container:
+        streams = container.streams.video or container.streams.audio
+        if not streams:
+            raise MediaError("decode", "no video or audio stream")
+        return _duration(container, streams[0])
+
+
 def _start(stream):
     if stream.start_time is not None and stream.time_base is not None:
         return float(stream.start_time * stream.time_base)
@@ -87,6 +97,17 @@ class Media:
 
     def frames(self, *, count=10, size=224, min_duration=0.5, max_side=None):
         """Like :func:`read_frames`, sharing the decode with earlier calls and planned counts."""
+        picked, times = self._picked(count, min_duration)
+        return np.stack([_to_rgb(frame, size, max_side) for frame in picked]), times.copy()
+
+    def frame_size(self, *, count=10, min_duration=0.5):
+        """``(height, width)`` of the upright frames in pixels, as ``max_side=0`` gives them,
+        without converting any (to map detections on scaled frames back)."""
+        frame = self._picked(count, min_duration)[0][0]
+        size = (frame.height, frame.width)
+        return size[::-1] if _quarter_turns(frame) % 2 else size
+
+    def _picked(self, count, min_duration):
         key = ("video", count, min_duration)
         if key not in self._kept:  # one pass picks this count and the planned ones not yet kept
             counts = {count} | {each for each in self.frame_counts
@@ -97,8 +118,7 @@ class Media:
                 found = dict.fromkeys(counts, error)
             for each, kept in found.items():
                 self._kept[("video", each, min_duration)] = kept
-        picked, times = self._get(key)
-        return np.stack([_to_rgb(frame, size, max_side) for frame in picked]), times.copy()
+        return self._get(key)
 
     def audio(self, *, sample_rate=16000, min_duration=0.5):
         """Like :func:`read_audio`, decoding once per ``sample_rate``; the array is read-only."""

@@ -66,7 +66,7 @@ def make_dataset(out, *, clips_per_class=8, seed=0, duration=5.0, width=320, hei
         raise ValueError("clips_per_class must be >= 1 and width/height even (yuv420p)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _remove_previous(out)
+    remove_previous(out, "synth.json")
     rng = np.random.default_rng(seed)
     clips = _plan(rng, clips_per_class, splits, cue_noise)
     for name, _ in splits:
@@ -333,9 +333,10 @@ def write_mp4(path, *, frames, audio=None, fps, sample_rate=16000):
 
 
 
-def _remove_previous(out):
-    """Delete the clips an earlier synth run wrote here (and any half-written ``.tmp``)."""
-    meta = out / "synth.json"
+def remove_previous(out, listing):
+    """Delete the clips an earlier run wrote here, listed in its ``listing`` JSON file (and
+    any half-written ``.tmp``), so that a smaller re-run leaves no stale clips behind."""
+    meta = out / listing
     if meta.is_file():
         for clip in json.loads(meta.read_text(encoding="utf-8")).get("clips", []):
             (out / clip["split"] / f"{clip['id']}.mp4").unlink(missing_ok=True)

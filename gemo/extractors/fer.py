@@ -17,9 +17,12 @@ def _fer():
 @register
 class FER(Extractor):
     name = "fer"
-    version = 2  # 2: channels-last model, 64 faces per call (float rounding only)
+    # 2: channels-last model, 64 faces per call (float rounding only); 3: per-face
+    # `embeddings`, the last hidden layer from the same pass (face-level fusion models)
+    version = 3
     description = ("FER2013 mini-XCEPTION on the faces set's aligned crops: 7 expression "
-                   "probabilities per face; per frame min/max/mean of each over faces + count")
+                   "probabilities and a 128-d embedding per face; per frame min/max/mean of "
+                   "each probability over faces + count")
     libraries = ("torch", "h5py")
     modules = ("gemo.faces.fer",)
     requires = ("faces",)
@@ -34,7 +37,8 @@ class FER(Extractor):
     def info(self):
         fer = _fer()
         return {"feature_names": fer.feature_names(), "classes": list(fer.FER_CLASSES),
-                "weights_sha256": sha256_file(self.weights_file)}
+                "weights_sha256": sha256_file(self.weights_file),
+                "embedding_layer": "last hidden layer (128 x 4 x 4), averaged over space"}
 
     def load(self):
         if getattr(self, "_model", None) is None:  # built in the worker, not pickled
@@ -45,11 +49,11 @@ class FER(Extractor):
         faces = inputs["faces"]
         self.load()
         crops = faces["crops"]
-        probs = fer.predict(self._model, [fer.fer_input_from_crop(c) for c in crops],
-                            batch_size=self.batch_size)
+        probs, embeddings = fer.predict(self._model, [fer.fer_input_from_crop(c) for c in crops],
+                                        batch_size=self.batch_size, embeddings=True)
         features = fer.frame_features(probs, faces["frame_index"], len(faces["counts"]))
         return {"probs": probs.astype(np.float32), "frame_index": faces["frame_index"],
-                "features": features}
+                "features": features, "embeddings": embeddings.astype(np.float32)}
 
     def __getstate__(self):
         return {key: value for key, value in self.__dict__.items() if key != "_model"}

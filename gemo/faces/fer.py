@@ -81,16 +81,39 @@ def fer_input_from_crop(crop):
 
 
 @torch.no_grad()
-def predict(model, inputs, *, batch_size=0):
+def predict(model, inputs, *, batch_size=0, embeddings=False):
     """``(n, 7)`` float32 probabilities for ``n`` inputs of 64 x 64, ``batch_size`` per call
-    (0: 64 on CPU, where larger batches fall out of the cache, and 1024 on a GPU)."""
+    (0: 64 on CPU, where larger batches fall out of the cache, and 1024 on a GPU).
+
+    ``embeddings=True`` returns ``(probs, embeddings)`` from the same pass: ``embeddings`` is
+    the ``(n, 128)`` last hidden layer averaged over space (see :func:`hidden_layer`).
+    """
     inputs = np.asarray(inputs, np.float32).reshape(-1, 1, _SIZE, _SIZE)
     device = next(model.buffers()).device
     batch_size = batch_size or (1024 if device.type == "cuda" else 64)
-    out = [model(torch.from_numpy(inputs[i:i + batch_size]).to(
-               device, memory_format=torch.channels_last)).cpu().numpy()
-           for i in range(0, len(inputs), batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, len(FER_CLASSES)), np.float32)
+    names = (model.outputs[0], hidden_layer(model)) if embeddings else (model.outputs[0],)
+    # At least one call, so that no faces still give arrays of the right width.
+    parts = [model.run(torch.from_numpy(inputs[i:i + batch_size]).to(
+                 device, memory_format=torch.channels_last), names)
+             for i in range(0, max(len(inputs), 1), batch_size)]
+    probs = torch.cat([part[0] for part in parts]).cpu().numpy()
+    if not embeddings:
+        return probs
+    return probs, torch.cat([part[1].mean(dim=(2, 3)) for part in parts]).cpu().numpy()
+
+
+def hidden_layer(model):
+    """The network's last hidden layer: the map its class convolution reads.
+
+    The mini-XCEPTION ends with a 3 x 3 convolution to 7 class maps, global average
+    pooling and softmax; the 128-channel 4 x 4 map before them (the last residual block's
+    sum) is its last representation wider than the classes, and its spatial average the
+    per-face feature (the 7 pooled logits would say no more than the probabilities).
+    """
+    name, inbound = model.outputs[0], dict(model.order)
+    for _ in range(3):  # softmax <- global average pooling <- class convolution <- hidden
+        (name,) = inbound[name]
+    return name
 
 
 def frame_features(probs, frame_index, count):

@@ -161,13 +161,16 @@ class KerasGraph(nn.Module):
 
     def forward(self, x, *, until=None):
         """Run the graph on ``x`` (N, C, H, W); ``until`` returns that layer's output instead."""
-        values = {}
+        return self.run(x, (until or self.outputs[0],))[0]
+
+    def run(self, x, names):
+        """The outputs of the layers ``names`` (a tuple) from one pass over ``x``."""
+        values, wanted = {}, set(names)
         for name, inbound in self.order:
-            out = self.layers[name](*([values[i] for i in inbound] if inbound else [x]))
-            values[name] = out
-            if name == until:
-                return out
-        return values[self.outputs[0]]
+            values[name] = self.layers[name](*([values[i] for i in inbound] if inbound else [x]))
+            if wanted <= values.keys():
+                break
+        return tuple(values[name] for name in names)
 
     @classmethod
     def from_hdf5(cls, path):

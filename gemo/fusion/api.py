@@ -10,7 +10,10 @@ What a fusion learns from, and what its table's ``oof`` column means:
   train scores (an in-sample train row is refused: a model's in-sample scores
   are overconfident and fusion would learn to trust them);
 * with ``full_train`` it is then refitted, same hyperparameters, on the
-  labelled train + val clips (Pinto 2020) before predicting test;
+  labelled train + val clips (Pinto 2020) before predicting test (refused over
+  a model trained with ``--full-train``: its val scores are in-sample);
+* a fusion over a model trained with ``--full-train`` saw val through it: its
+  table's ``fitted_on`` says so, and evaluation marks its val rows in-sample;
 * the rows it was fitted on get cross-fitted scores (grouped k-fold over the
   fit rows, hyperparameters fixed to the chosen ones) and ``oof=True``; the
   other rows are predicted by the final fuser (``oof=True`` on train rows,
@@ -148,10 +151,11 @@ def run_fusion(
 
     train = (splits == "train") & (labels >= 0)
     _require_labels(labels[train], "train")
-    _require_oof(tables, [ids[i] for i in np.flatnonzero(train)], missing[train])
     fit_rows = train | ((splits == "val") & (labels >= 0)) if full_train else train
     if full_train:
         _require_labels(labels[(splits == "val") & (labels >= 0)], "val", full_train=True)
+    _require_oof(tables, [ids[i] for i in np.flatnonzero(fit_rows)], missing[fit_rows],
+                 splits[fit_rows])
 
     params = {"seed": seed} if "seed" in cls().get_params() else {}
     # threads: the fc fuser's BLAS took 2-3x longer with 2 threads beside another job.
@@ -225,7 +229,7 @@ def run_fusion(
             **{key: summary[key] for key in ("method", "inputs", "models", "full_train", "seed")},
             "best_params": summary["best_params"],
             "modality": "fusion",
-            "fitted_on": ["train", "val"] if full_train else ["train"],
+            "fitted_on": _fitted_on(tables, full_train),
             "imputed": imputed,
             "cv_accuracy": cv_accuracy,
         },
@@ -252,7 +256,8 @@ def _cross_fit(fuser, X, labels, groups, rows, seed):
     """Out-of-fold probabilities for ``rows``, folds grouped by source video."""
     rows = np.flatnonzero(rows)
     out = np.zeros((len(rows), N_CLASSES))
-    for fit, held_out in grouped_folds(labels[rows], groups[rows], n_splits=CV_FOLDS, seed=seed):
+    for fit, held_out in grouped_folds(labels[rows], groups[rows], n_splits=CV_FOLDS, seed=seed,
+                                       every_class=True):
         model = clone(fuser).fit(X[rows[fit]], labels[rows[fit]], groups=groups[rows[fit]])
         out[held_out] = model.predict_proba(X[rows[held_out]])
     return out
@@ -279,13 +284,28 @@ def _require_labels(labels, split, full_train=False):
         )
 
 
-def _require_oof(tables, ids, missing):
+def _fitted_on(tables, full_train):
+    """The splits whose clips this fusion saw, itself or through an input model: a model
+    trained with ``--full-train`` saw val, so val is not held out for the fusion either."""
+    splits = {"train", "val"} if full_train else {"train"}
+    for table in tables.values():
+        splits.update(table.attrs.get("fitted_on", ["train"]))
+    return [split for split in SPLITS if split in splits]
+
+
+def _require_oof(tables, ids, missing, splits):
+    """Refuse a table whose rows to fit on are in-sample: of a split its model was fitted on
+    (``fitted_on``) and not scored by a fold model."""
     for m, (name, table) in enumerate(tables.items()):
-        in_sample = ~oof_flags(table, ids) & ~missing[:, m]
+        fitted_on = table.attrs.get("fitted_on", ["train"])
+        in_sample = np.isin(splits, fitted_on) & ~oof_flags(table, ids) & ~missing[:, m]
         if in_sample.any():
             examples = [clip_id for clip_id, bad in zip(ids, in_sample) if bad][:3]
+            where = "+".join(split for split in SPLITS if split in set(splits[in_sample]))
+            how = (f"fuse without --full-train: {name} was trained on val (--full-train)"
+                   if "val" in where else f"retrain {name} with cross-fitting")
             raise GemoError(
                 f"score table {name!r} has in-sample scores (oof=False) for {int(in_sample.sum())} "
-                f"train clip(s), e.g. {', '.join(examples)}: fusion only learns from out-of-fold "
-                f"train scores; retrain {name} with cross-fitting"
+                f"{where} clip(s), e.g. {', '.join(examples)}: fusion only learns from "
+                f"out-of-fold scores; {how}"
             )

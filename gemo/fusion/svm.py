@@ -72,7 +72,7 @@ class SVMFuser(ProbabilityFuser):
         return out
 
     def _fit(self, X, y, groups):
-        folds = grouped_folds(y, groups, n_splits=self.cv, seed=self.seed)
+        folds = grouped_folds(y, groups, n_splits=self.cv, seed=self.seed, every_class=True)
         candidates = self.candidates()
         if len(candidates) == 1:
             self.best_params_ = candidates[0]

@@ -9,6 +9,7 @@ rebuilds it from a checkpoint.
 from dataclasses import dataclass
 
 from torch import nn
+from torch.nn import functional as F
 
 from gemo.errors import GemoError
 from gemo.extractors.embeddings import EMBEDDING_BACKBONES, MAP_BACKBONES, MAPS_PREFIX, PREFIX
@@ -23,6 +24,7 @@ INPUT_KINDS = {
     "vector": "one feature vector per clip (e.g. egemaps functionals)",
     "frames": "K RGB frames per clip (the frames feature set)",
     "maps": "K feature maps [K, h, w, channels] per clip (the maps-<backbone> sets)",
+    "faces": "a vector per face in each of K frames per clip (the fer set's embeddings)",
 }
 
 # Which family a feature set gets when `model=` is not given.
@@ -81,6 +83,14 @@ class Model(nn.Module):
     def forward(self, *inputs):
         """Class logits ``[batch, num_classes]``."""
         return self.head(self.embed(*inputs))
+
+    def loss(self, logits, labels, *, weight=None, label_smoothing=0.0):
+        """The training loss of a batch whose forward pass gave ``logits``: cross-entropy.
+
+        A family trained on more than its clip scores (per-face or per-frame terms, a
+        likelihood) overrides it, reading what its last forward pass kept.
+        """
+        return F.cross_entropy(logits, labels, weight=weight, label_smoothing=label_smoothing)
 
 
 def _check_input_kind(cls):

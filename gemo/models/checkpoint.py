@@ -19,6 +19,7 @@ Nothing in it needs unpickling code, so a checkpoint from anywhere loads safely:
 >>> loaded.model, loaded.features["fingerprint"]                     # doctest: +SKIP
 """
 
+import io
 import os
 from dataclasses import dataclass
 
@@ -97,12 +98,17 @@ def save_checkpoint(path, checkpoint):
     atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
 
 
-def load_checkpoint(path):
-    """The checkpoint dict, loaded with ``weights_only=True`` (no code runs)."""
-    if not os.path.exists(path):
+def load_checkpoint(path, *, data=None):
+    """The checkpoint dict, loaded with ``weights_only=True`` (no code runs).
+
+    ``data``: the file's bytes, already read (and checked) by the caller; ``path`` then
+    only names it in messages (a bundle's member).
+    """
+    if data is None and not os.path.exists(path):
         raise GemoError(f"no model checkpoint at {path}: train it first (`gemo train`)")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path if data is None else io.BytesIO(data), map_location="cpu",
+                                weights_only=True)
     except Exception as error:
         raise GemoError(f"{path}: not a loadable gemo checkpoint: {error}") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
@@ -115,7 +121,11 @@ def load_checkpoint(path):
 
 def load_model(path, *, device="cpu"):
     """Rebuild a trained model from ``path``: a :class:`LoadedModel` in eval mode."""
-    checkpoint = load_checkpoint(path)
+    return model_from_checkpoint(load_checkpoint(path), device=device)
+
+
+def model_from_checkpoint(checkpoint, *, device="cpu"):
+    """Rebuild a trained model from a loaded checkpoint dict: a :class:`LoadedModel`."""
     model = create(checkpoint["architecture"], **checkpoint["config"])
     model.load_state_dict(checkpoint["state_dict"])
     model.to(device).eval()

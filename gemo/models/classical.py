@@ -77,7 +77,7 @@ class Classical(Model):
         """Grid search over grouped folds of ``x`` (standardised, float64), then fit on all;
         returns the search's report (chosen parameters, score, every candidate)."""
         classes = np.unique(y)
-        folds = grouped_folds(y, groups, n_splits=self.options.cv, seed=seed)
+        folds = grouped_folds(y, groups, n_splits=self.options.cv, seed=seed, every_class=True)
         if any(len(np.unique(y[rows])) < len(classes) for rows, _ in folds):
             raise GemoError(f"model {self.name}: some class has too few source videos among "
                             f"{len(y)} training clips for a grouped {len(folds)}-fold grid "

@@ -8,6 +8,10 @@ One class per input kind (see :data:`gemo.models.base.INPUT_KINDS`):
 * ``maps``: ``features [K, h, w, C]`` per clip (feature maps, channels last), standardised
   per channel and padded over time as a sequence.
 * ``vector``: ``features [F]`` per clip, standardised per feature.
+* ``faces``: ``embeddings [n, D]`` and ``frame_index [n]`` per clip (the ``fer`` set: one
+  vector per face), standardised per feature with the mean/std of the training clips'
+  faces, laid out as ``[K, faces, D]`` zero-padded to the most faces of a frame, with the
+  faces of each frame counted.
 * ``frames``: ``frames [K, H, W, 3]`` uint8 per clip, resized to the model's
   ``input_size``, scaled to [0, 1] and normalised with the ImageNet mean/std
   (fixed, so the same inputs suit from-scratch and pretrained backbones).
@@ -36,7 +40,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def inputs_for(model, state=None):
     """The input pipeline of ``model``'s kind; ``state`` restores fitted statistics."""
     kinds = {"sequence": SequenceInputs, "maps": MapInputs, "vector": VectorInputs,
-             "frames": FrameInputs}
+             "frames": FrameInputs, "faces": FaceInputs}
     return kinds[model.input_kind](model.options, state)
 
 
@@ -119,6 +123,48 @@ class VectorInputs(Inputs):
     def tensors(self, arrays, *, train=False):
         """``(x [N, F],)``."""
         return (torch.stack([self._standardise(a) for a in arrays]),)
+
+
+class FaceInputs(Inputs):
+    """The set of faces in each frame of a clip. A clip's checked array is ``[n, 1 + D]``: the
+    face's frame index, then its vector (one array, as every kind's, so that the finiteness
+    check and the loaders see one value per clip)."""
+
+    kind = "faces"
+    array = "embeddings"
+    ndim = 2
+
+    def check(self, clip_id, arrays, feature_set):
+        if self.array not in arrays or "frame_index" not in arrays:
+            raise GemoError(f"{feature_set} clip {clip_id} has no per-face embeddings and "
+                            f"frame_index (has {', '.join(sorted(arrays))}): face-level models "
+                            "read the fer set, version 3 or later "
+                            "(`gemo extract --only fer --overwrite`)")
+        embeddings = super().check(clip_id, arrays, feature_set)
+        frame_of = np.asarray(arrays["frame_index"], np.float32).reshape(-1, 1)
+        return np.concatenate([frame_of, np.asarray(embeddings, np.float32)], axis=1)
+
+    def fit(self, arrays):
+        faces = [np.asarray(a)[:, 1:] for a in arrays]
+        if not sum(len(f) for f in faces):
+            raise GemoError("no training clip has a face: face-level models need faces "
+                            "(check the faces set's min_face_size and detector)")
+        return super().fit(faces)
+
+    def tensors(self, arrays, *, train=False):
+        """``(x [N, K, F, D], counts [N, K])``: K the most frames, F the most faces of a frame;
+        frames after a clip's last face count 0 faces, as do padded frames."""
+        clips = [(np.asarray(a[:, 0], np.int64), self._standardise(a[:, 1:])) for a in arrays]
+        frames = max([int(f.max()) + 1 for f, _ in clips if len(f)] + [1])
+        counts = torch.zeros(len(clips), frames, dtype=torch.long)
+        for i, (frame_of, _) in enumerate(clips):
+            counts[i] = torch.from_numpy(np.bincount(frame_of, minlength=frames))
+        x = torch.zeros(len(clips), frames, max(int(counts.max()), 1), len(self.mean))
+        for i, (frame_of, faces) in enumerate(clips):
+            for frame in np.unique(frame_of):
+                mine = torch.from_numpy(np.flatnonzero(frame_of == frame))
+                x[i, frame, : len(mine)] = faces[mine]
+        return x, counts
 
 
 class FrameInputs(Inputs):

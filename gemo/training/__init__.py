@@ -4,7 +4,7 @@
 - ``run``: :func:`train` and :func:`predict`: cache in, checkpoint and score table out
 - ``crossfit``: fold models and the final model, and which clip each one scores
 - ``splits``: grouped, stratified cross-fitting folds and the early-stopping hold-out
-- ``loop``: the one training loop (Adam, cross-entropy, early stopping), seeding
+- ``loop``: the one training loop (optimizer, schedule, early stopping, mixed precision), seeding
 - ``features``: the cache as training reads it, and :func:`check_features`
 - ``plots``: loss and accuracy curves
 
@@ -19,7 +19,7 @@ import importlib
 
 _HOME = {
     "Recipe": "recipe",
-    "train": "run", "predict": "run",
+    "train": "run", "predict": "run", "score_cached": "run",
     "assign_folds": "splits", "holdout_split": "splits",
     "fit_model": "loop", "evaluate": "loop", "predict_arrays": "loop",
     "check_features": "features",

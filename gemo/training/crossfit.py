@@ -72,9 +72,10 @@ class CrossFit:
     folds: list  # each fold model's FitResult.summary()
 
 
-def cross_fit(runner, *, name, clips, labelled, usable, fold_of, seed):
+def cross_fit(runner, *, name, clips, labelled, usable, fold_of, seed, final_extra=()):
     """Fold models score their held-out source videos (oof=True); the final model, trained
-    on every usable labelled train clip, scores the rest (val, test, unlabelled train).
+    on every usable labelled train clip (and ``final_extra``: the labelled val clips of a
+    full-train run), scores the rest (val, test, unlabelled train).
 
     Embeddings all come from the final model, train rows too: a fusion over embeddings
     (Fusical's early fusion) must fit and predict in one encoder's space, and each fold
@@ -88,7 +89,8 @@ def cross_fit(runner, *, name, clips, labelled, usable, fold_of, seed):
         result = runner.fit(fit, seed=seed + 1 + fold, label=f"{name} fold {fold + 1}/{len(folds)}")
         histories.append(result.summary())
         scores.update(runner.score(result, held, oof=True))
-    final = runner.fit([c for c in labelled if c.id in usable], seed=seed, label=f"{name} final")
+    final = runner.fit([c for c in (*labelled, *final_extra) if c.id in usable], seed=seed,
+                       label=f"{name} final")
     for clip_id, score in runner.score(final, [c.id for c in clips], oof=False).items():
         if clip_id in scores:  # a fold model's probabilities, the final model's embedding
             score = replace(scores[clip_id], embedding=score.embedding)
@@ -99,8 +101,10 @@ def cross_fit(runner, *, name, clips, labelled, usable, fold_of, seed):
 class Runner:
     """Trains one model with the recipe: used for every fold and the final model."""
 
-    def __init__(self, *, family, config, recipe, arrays, device, pretrained, progress):
+    def __init__(self, *, family, config, recipe, arrays, device, pretrained, progress,
+                 fixed_epochs=None):
         self.family, self.config, self.recipe = family, config, recipe
+        self.fixed_epochs = fixed_epochs  # full-train: this many epochs, no hold-out
         self.arrays, self.device = arrays, device
         self.pretrained = pretrained  # (backbone state, source) or None
         self.progress = progress
@@ -121,7 +125,10 @@ class Runner:
         model = models.create(self.family, **self.config)
         if isinstance(model, Classical):
             return self._fit_classical(model, clips, seed=seed, label=label, started=started)
-        fit, held = holdout_split(clips, share=self.recipe.holdout, seed=seed)
+        if self.fixed_epochs:  # full-train: every clip trains, for a fixed number of epochs
+            fit, held = clips, []
+        else:
+            fit, held = holdout_split(clips, share=self.recipe.holdout, seed=seed)
         if self.pretrained is not None:
             model.use_pretrained(self.pretrained[0])
         # Generators: clips are read from the cache as needed, not all held raw in memory.
@@ -129,16 +136,17 @@ class Runner:
         train_set = (*inputs.tensors((self.arrays.get(c.id) for c in fit), train=True),
                      torch.tensor([c.label for c in fit]))
         held_set = (*inputs.tensors(self.arrays.get(c.id) for c in held),
-                    torch.tensor([c.label for c in held]))
-        task = self.display.task(label, total=self.recipe.epochs, unit="epochs",
-                                 every=EPOCHS_PER_LINE)
+                    torch.tensor([c.label for c in held])) if held else None
+        task = self.display.task(label, total=self.fixed_epochs or self.recipe.epochs,
+                                 unit="epochs", every=EPOCHS_PER_LINE)
         history, best = fit_model(model, inputs, train_set, held_set, recipe=self.recipe,
-                                  seed=seed, device=self.device,
+                                  seed=seed, device=self.device, fixed_epochs=self.fixed_epochs,
                                   on_epoch=lambda epoch, row: self._report(task, epoch, row))
         epochs = len(history["train_loss"])
-        task.finish(completed=epochs, total=epochs,
-                    status=f"best epoch {best['epoch']}: hold-out loss {best['loss']:.3f} "
-                           f"acc {best['accuracy']:.2f}")
+        task.finish(completed=epochs, total=epochs, status=(
+            f"{epochs} epochs on every clip (full-train, no hold-out)" if held_set is None else
+            f"best epoch {best['epoch']}: hold-out loss {best['loss']:.3f} "
+            f"acc {best['accuracy']:.2f}"))
         model.eval()
         return FitResult(model, inputs, history, best["epoch"], best["loss"], best["accuracy"],
                          len(fit), len(held), time.perf_counter() - started)
@@ -154,7 +162,8 @@ class Runner:
                            sample_weight=None if weights is None else weights[y], seed=seed)
         task.finish(completed=1, total=1, status=f"grouped CV {search['scoring']} "
                                                  f"{search['score']:.2f} with {search['params']}")
-        no_epochs = {"train_loss": [], "train_acc": [], "holdout_loss": [], "holdout_acc": []}
+        no_epochs = {"train_loss": [], "train_acc": [], "holdout_loss": [], "holdout_acc": [],
+                     "lr": []}
         return FitResult(model.eval(), inputs, no_epochs, 0, None, None, len(clips), 0,
                          time.perf_counter() - started, search)
 
@@ -166,6 +175,10 @@ class Runner:
 
     @staticmethod
     def _report(task, epoch, row):
+        if "holdout_loss" not in row:  # full-train
+            task.update(completed=epoch, status=f"loss {row['train_loss']:.3f} "
+                                                f"acc {row['train_acc']:.2f} (train)")
+            return
         task.update(completed=epoch, status=(
             f"loss {row['train_loss']:.3f}/{row['holdout_loss']:.3f} "
             f"acc {row['train_acc']:.2f}/{row['holdout_acc']:.2f} (train/hold-out)"))

@@ -20,12 +20,19 @@ def main_ndim(sample):
 
 
 def input_dim(family, sample, feature_set):
-    """The width of ``family``'s input: the last axis of the frames or features array."""
+    """The width of ``family``'s input: the last axis of the frames, per-face embeddings or
+    features array."""
     if family.input_kind == "frames":
         if "frames" not in sample:
             raise GemoError(f"model {family.name} needs frames; {feature_set} has "
                             f"{', '.join(sorted(sample))}")
         return int(sample["frames"].shape[-1])
+    if family.input_kind == "faces":
+        if "embeddings" not in sample:  # per-face embeddings came with fer version 3
+            raise GemoError(f"model {family.name} needs per-face embeddings; {feature_set} has "
+                            f"{', '.join(sorted(sample))}: train it on fer, version 3 or later "
+                            "(`gemo extract --only fer --overwrite`)")
+        return int(sample["embeddings"].shape[-1])
     if "features" not in sample:
         raise GemoError(f"model {family.name} needs a features array; {feature_set} has "
                         f"{', '.join(sorted(sample))}")

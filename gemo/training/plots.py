@@ -5,7 +5,7 @@ import numpy as np
 
 def plot_curves(path, history, *, title):
     """Loss and accuracy per epoch (train and hold-out) of the final model; fold hold-out
-    losses in grey."""
+    losses in grey. A full-train run has no hold-out: train curves only."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -19,9 +19,10 @@ def plot_curves(path, history, *, title):
         left.plot(np.arange(1, len(curve) + 1), curve, color="0.8", lw=0.8,
                   label="fold models, hold-out" if number == 0 else None)
     left.plot(epochs, final["train_loss"], label="train")
-    left.plot(epochs, final["holdout_loss"], label="hold-out")
     right.plot(epochs, final["train_acc"], label="train")
-    right.plot(epochs, final["holdout_acc"], label="hold-out")
+    if final["holdout_loss"]:
+        left.plot(epochs, final["holdout_loss"], label="hold-out")
+        right.plot(epochs, final["holdout_acc"], label="hold-out")
     for axis, what in ((left, "cross-entropy"), (right, "accuracy")):
         axis.axvline(final["best_epoch"], color="k", ls=":", lw=1, label="best epoch")
         axis.set_xlabel("epoch")
