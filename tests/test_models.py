@@ -370,7 +370,8 @@ def test_convlstm_heads_are_independent_convlstms_over_the_frames():
         states = model.states(x)
         assert states.shape == (1, 3, 4, 3, 4)
         for head in range(3):
-            torch.testing.assert_close(states[0, head], _reference_convlstm_state(model, x, head)[0])
+            expected = _reference_convlstm_state(model, x, head)[0]
+            torch.testing.assert_close(states[0, head], expected)
         torch.testing.assert_close(model.embed(x), states.mean(dim=(3, 4)).flatten(1))
         # The order of the frames counts: a ConvLSTM is not a pooling over time.
         assert not torch.allclose(model.embed(x), model.embed(x.flip(1)))
@@ -424,32 +425,45 @@ def test_convlstm_learns_where_and_when_a_pattern_appears():
 
 def test_frame_classifier_averages_the_frames_softmax_and_votes():
     torch.manual_seed(0)
-    model = models.create("frame-classifier", input_dim=3, input_size=32, clip_score="mean").eval()
+    model = models.create("frame-classifier", input_dim=3, input_size=32).eval()
     x = torch.randn(2, 5, 3, 32, 32)
+    # A linear backbone: random frames then get scores as different as a trained model's.
+    model.backbone = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 256))
     with torch.no_grad():
-        frame_probs = torch.softmax(model.frame_logits(x), dim=-1)  # [2, 5, 3]
-        torch.testing.assert_close(torch.softmax(model(x), dim=1), frame_probs.mean(dim=1))
-        torch.testing.assert_close(model.embed(x), frame_probs.mean(dim=1).log())
-        one = model(x[:, 2:3])  # one frame: its own log-softmax
-        torch.testing.assert_close(one, torch.log_softmax(model.frame_logits(x[:, 2:3])[:, 0], 1))
-    # Votes: frames whose top class is each class, ties broken by the averaged softmax.
+        # Each frame scored alone: the softmax of its own logits.
+        single = torch.stack([torch.softmax(model(x[:, k:k + 1]), 1) for k in range(5)], 1)
+        logits = model(x)
+        frames = model._frames
+        torch.testing.assert_close(torch.softmax(frames, -1), single)
+        torch.testing.assert_close(torch.softmax(logits, 1), single.mean(dim=1))
+        embedding = model.embed(x)
+        assert embedding.shape == (2, 512 + 3) and model.embedding_dim == 515
+        torch.testing.assert_close(embedding[:, 512:], single.mean(dim=1))
+        # The loss: every frame against its clip's label, not the clip's averaged score.
+        labels = torch.tensor([0, 2])
+        loss = model.loss(logits, labels)
+        expected = torch.nn.functional.cross_entropy(frames.flatten(0, 1),
+                                                     labels.repeat_interleave(5))
+        torch.testing.assert_close(loss, expected)
+        assert not torch.isclose(loss, torch.nn.functional.cross_entropy(logits, labels))
+    # Votes: the share of frames whose top class each class is, ties broken by the softmax.
     voting = models.create("frame-classifier", input_dim=3, input_size=32, clip_score="vote")
+    voting.backbone = model.backbone
     voting.load_state_dict(model.state_dict())
-    voting.eval()
     with torch.no_grad():
-        votes = torch.nn.functional.one_hot(frame_probs.argmax(-1), 3).sum(1).float()
-        expected = (votes + frame_probs.mean(dim=1)) / 6
-        torch.testing.assert_close(torch.softmax(voting(x), dim=1), expected)
-        assert torch.equal(voting(x).argmax(1), (votes + 0.5 * frame_probs.mean(1)).argmax(1))
-        voting.training = True  # the flag embed reads (its layers stay in eval mode)
-        torch.testing.assert_close(voting(x), model(x))  # training: always the average
+        votes = torch.nn.functional.one_hot(single.argmax(-1), 3).sum(1).float()
+        expected = (votes + single.mean(dim=1)) / 6
+        torch.testing.assert_close(torch.softmax(voting.eval()(x), dim=1), expected)
+        assert torch.equal(voting(x).argmax(1), (votes + 0.5 * single.mean(1)).argmax(1))
+        assert votes.max() < 5  # the frames disagree: the vote is not trivially the mean's
 
 
 def test_frame_classifier_options_are_checked():
     model = models.create("frame-classifier", input_dim=3)
     assert model.options.train_frames == 1 and model.options.rotate == 10.0
-    assert model.options.input_size == 80 and model.embedding_dim == 3
-    assert len(model.classifier) == 7  # 2 x (Linear, ReLU, Dropout), Linear -> 3
+    assert model.options.input_size == 80
+    assert len(model.hidden) == 6  # 2 x (Linear, ReLU, Dropout), then Linear -> 3
+    assert models.create("frame-classifier", input_dim=3, layers=0).embedding_dim == 256 + 3
     with pytest.raises(GemoError, match="i3d reads whole clips"):
         models.create("frame-classifier", input_dim=3, backbone="i3d")
     with pytest.raises(GemoError, match="rotate 200.0"):

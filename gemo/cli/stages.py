@@ -283,7 +283,8 @@ def train(modality, features, model, name, overwrite, backbone, pretrained, weig
       gemo train face --features fer
       gemo train pose --features pose
       gemo train audio --features pyaudio --lr 3e-4 --name audio-pyaudio-slow
-      gemo train scene --features frames --backbone vgg19 --pretrained --optimizer sgd --device cuda
+      gemo train scene --features frames --model frame-classifier --backbone vgg19 --optimizer sgd
+      gemo train scene --features maps-resnet50 --lr 0.01   # Fusical's ConvLSTM heads
       gemo train audio --features pyaudio --full-train   # then: audio-pyaudio-blstm-attention-full
     """
     summary = api.train(

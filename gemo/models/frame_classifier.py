@@ -12,20 +12,19 @@ accumulating them). Here:
   ``small`` (the default) trains from scratch on a CPU;
 * the extended head: ``layers`` times Linear(``hidden``) -> ReLU -> Dropout(``dropout``)
   on the backbone's features, then Linear -> 3 logits per frame;
-* training draws ``train_frames`` frames per clip and epoch (1 by default: each step sees
-  single frames, each frame of a clip equally likely, as Petrova sampled them), augmented
-  as ``frame-cnn``'s frames with ``rotate`` = 10 degrees;
+* training draws ``train_frames`` frames per clip and epoch (1 by default: each frame of a
+  clip equally likely, as Petrova sampled them), augmented as ``frame-cnn``'s frames with
+  ``rotate`` = 10 degrees; the loss is the cross-entropy of every frame drawn against its
+  clip's label (:meth:`FrameClassifier.loss`), as Petrova trained on single frames;
 * a clip's score, ``clip_score``: ``mean`` is the softmax of every frame averaged;
   ``vote`` accumulates the frames' labels (the share of frames whose top class each
-  class is), ties broken by the averaged softmax. While training, the frames' scores are
-  always averaged (with one frame per clip, the loss is each frame's own cross-entropy).
+  class is), ties broken by the averaged softmax.
 
-The model returns the logarithm of the clip's score, so the softmax the scores table holds is
-the score itself, and the clip's embedding is that log-score (3 values): a classifier of
-frames has no clip-level penultimate layer.
+The embedding is the frames' last hidden vector averaged, then the clip's score (as ``fea``'s,
+:class:`gemo.models.face_fusion.AveragedScores` reads the score back as logits), so the scores
+table holds the score itself.
 """
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -36,6 +35,7 @@ from torch.nn import functional as F
 from gemo import options
 from gemo.models import backbones
 from gemo.models.base import Model, register
+from gemo.models.face_fusion import AveragedScores
 from gemo.models.frame_cnn import FrameCNN, _check_frame_options
 
 
@@ -82,23 +82,27 @@ class FrameClassifier(FrameCNN):
         for _ in range(o.layers):
             layers += [nn.Linear(width, o.hidden), nn.ReLU(), nn.Dropout(o.dropout)]
             width = o.hidden
-        self.classifier = nn.Sequential(*layers, nn.Linear(width, self.num_classes))
-        self.head = nn.Identity()  # embed() gives the clip's log-scores already
-        self._embedding_dim = self.num_classes
-
-    def frame_logits(self, x):
-        """``x``: ``[batch, frames, 3, size, size]`` -> logits ``[batch, frames, classes]``."""
-        batch, frames = x.shape[:2]
-        return self.classifier(self.backbone(x.flatten(0, 1))).view(batch, frames, -1)
+        self.hidden = nn.Sequential(*layers)
+        self.classify = nn.Linear(width, self.num_classes)
+        self.head = AveragedScores(self.num_classes)
+        self._embedding_dim = width + self.num_classes
 
     def embed(self, x):
-        """The logarithm of the clip's score ``[batch, classes]`` (see ``clip_score``)."""
-        logits = self.frame_logits(x)
-        frames = logits.shape[1]
-        # log of the frames' softmax averaged, without leaving log space (no underflow to 0)
-        mean = torch.logsumexp(torch.log_softmax(logits, dim=-1), dim=1) - math.log(frames)
-        if self.training or self.options.clip_score == "mean":
-            return mean
-        votes = F.one_hot(logits.argmax(-1), self.num_classes).sum(dim=1).float()
-        # (votes + mean softmax) / (frames + 1): a whole vote outweighs any softmax difference
-        return torch.logaddexp(votes.log(), mean) - math.log(frames + 1)
+        """``x``: ``[batch, frames, 3, size, size]`` -> the frames' mean hidden vector, then the
+        clip's score (``clip_score``)."""
+        batch, frames = x.shape[:2]
+        hidden = self.hidden(self.backbone(x.flatten(0, 1))).view(batch, frames, -1)
+        logits = self.classify(hidden)
+        self._frames = logits  # for loss(): each frame is a training example
+        score = torch.softmax(logits, dim=-1).mean(dim=1)
+        if self.options.clip_score == "vote":
+            votes = F.one_hot(logits.argmax(-1), self.num_classes).sum(dim=1)
+            score = (votes + score) / (frames + 1)  # a whole vote outweighs any softmax gap
+        return torch.cat([hidden.mean(dim=1), score], dim=1)
+
+    def loss(self, logits, labels, *, weight=None, label_smoothing=0.0):
+        """Cross-entropy of every frame of the batch against its clip's label."""
+        frames = self._frames
+        per_frame = labels.view(-1, 1).expand(frames.shape[:2])
+        return F.cross_entropy(frames.flatten(0, 1).float(), per_frame.flatten(), weight=weight,
+                               label_smoothing=label_smoothing)

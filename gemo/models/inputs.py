@@ -216,7 +216,8 @@ class FrameInputs(Inputs):
                 picked = torch.randperm(count, generator=generator)[:keep].sort().values
                 clip = clip[picked]
             if o.rotate:  # no draw at 0: the other draws stay those of a run without it
-                clip = _rotate(clip, o.rotate * (2 * float(torch.rand((), generator=generator)) - 1))
+                turn = 2 * float(torch.rand((), generator=generator)) - 1  # in [-1, 1)
+                clip = _rotate(clip, o.rotate * turn)
             clip = _random_resized_crop(clip, o.input_size, o.crop_scale, generator)
             if o.flip and torch.rand((), generator=generator) < 0.5:
                 clip = clip.flip(-1)
