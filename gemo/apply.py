@@ -191,7 +191,7 @@ def _score(pipeline, own, ids, device):
     """``{model: ScoreTable}`` of the clips each model's cache holds, and ``{model: {id:
     reason}}`` of those its extraction failed."""
     from gemo.models.checkpoint import model_from_checkpoint
-    from gemo.training.features import check_features
+    from gemo.training.features import check_features, open_cache
     from gemo.training.run import score_cached
 
     tables, reasons = {}, {}
@@ -200,7 +200,7 @@ def _score(pipeline, own, ids, device):
         scored, probs = [], np.zeros((0, N_CLASSES))
         embeddings, reasons[name] = None, {}
         if ids:
-            with FeatureCache(own.cache_path(loaded.features["set"])) as cache:
+            with open_cache(own, loaded.features["set"]) as cache:
                 check_features(loaded.features, cache, name=name)
                 scored = [clip_id for clip_id in ids if clip_id in cache]
                 probs, embeddings = score_cached(loaded, cache, scored, device=device)

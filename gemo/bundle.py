@@ -294,14 +294,15 @@ def _feature_sets(checkpoints, required_spec, source):
     ones (their fingerprint is the one the dependent set recorded)."""
     specs, user = {}, {}
     for model, checkpoint in checkpoints.items():
-        features = checkpoint["features"]
-        spec = {key: features[key] for key in ("extractor_version", "params", "fingerprint")}
-        name = features["set"]
-        if name in specs and specs[name] != spec:
-            raise GemoError(f"{source}: models {user[name]} and {model} were trained on {name} "
-                            "features of other settings, and a clip gets one of each set; "
-                            "choose fusions whose models agree (--fusion)")
-        specs[name], user[name] = spec, user.get(name, model)
+        recorded = checkpoint["features"]
+        # a multimodal model records each of its sets under "sets"
+        for name, features in recorded.get("sets", {recorded["set"]: recorded}).items():
+            spec = {key: features[key] for key in ("extractor_version", "params", "fingerprint")}
+            if name in specs and specs[name] != spec:
+                raise GemoError(f"{source}: models {user[name]} and {model} were trained on "
+                                f"{name} features of other settings, and a clip gets one of each "
+                                "set; choose fusions whose models agree (--fusion)")
+            specs[name], user[name] = spec, user.get(name, model)
     todo = list(specs)
     while todo:
         name = todo.pop()

@@ -11,6 +11,7 @@ from gemo.data.index import Clip, DatasetIndex, read_label_file
 from gemo.errors import GemoError
 from gemo.evaluation import evaluate
 from gemo.evaluation.metrics import confusion_matrix, summarize
+from gemo.evaluation.plots import embedding_map
 from gemo.scores import ScoreTable, save_scores
 from gemo.workspace import Workspace
 
@@ -333,3 +334,52 @@ def test_a_fusion_whose_inputs_changed_is_refused_until_refitted(tmp_path, capsy
     fusion.fuse(workspace=ws, method="mean", progress=False)  # same request: a refit
     result = evaluate(workspace=ws, split="val", progress=False, console=quiet())
     assert "fusion-mean" in result["models"] and result["refused"] == {}
+
+
+def test_embedding_maps_are_written_beside_the_confusion_plots(tmp_path, monkeypatch):
+    ws, clips = make_workspace(tmp_path, models=(("scene", 0.7),))
+    rng = np.random.default_rng(3)
+    labels = np.array([rng.integers(3) if c.label is None else c.label for c in clips])
+    embeddings = rng.normal(0, 1, (len(clips), 16)) + 6 * np.eye(16)[labels]  # a cluster a class
+    save_scores(ws.scores_path("audio"), ScoreTable(
+        "audio", [c.id for c in clips], [c.split for c in clips], noisy_probs(clips, 0.6, 0),
+        [c.split == "train" for c in clips], embeddings))
+    fusion.fuse(workspace=ws, method="mean", progress=False)
+    drawn = {}
+    from gemo.evaluation import api as evaluation_api
+
+    real = evaluation_api.save_embedding_png
+    monkeypatch.setattr(evaluation_api, "save_embedding_png",
+                        lambda path, x, truth, predicted, *, title: drawn.setdefault(
+                            path.name, (x, title)) and real(path, x, truth, predicted,
+                                                            title=title))
+    result = evaluate(workspace=ws, split="val", progress=False, console=quiet(),
+                      embedding_maps=True)
+    reports = ws.reports_dir("val")
+    for name in ("audio", "scene", "fusion-mean"):
+        png = reports / f"embedding-{name}.png"
+        assert result["models"][name]["embedding_png"] == str(png)
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    val = np.array([c.split == "val" for c in clips])
+    assert drawn["embedding-audio.png"][0].shape == (val.sum(), 16)
+    assert "t-SNE of its embeddings" in drawn["embedding-audio.png"][1]
+    assert "t-SNE of its probabilities" in drawn["embedding-fusion-mean.png"][1]  # none stored
+    # the map keeps the planted clusters apart: each clip's nearest neighbour shares its class
+    points = embedding_map(embeddings[val])
+    distance = np.linalg.norm(points[:, None] - points[None], axis=2) + np.eye(val.sum()) * 1e9
+    assert (labels[val][distance.argmin(1)] == labels[val]).mean() >= 0.9
+
+
+def test_too_few_clips_for_an_embedding_map_is_a_note(tmp_path, capsys):
+    ws, clips = make_workspace(tmp_path, models=(("scene", 0.7),))
+    few = [c for c in clips if c.split != "val" or c.group in ("25", "26")]  # 6 val clips
+    ws.save_index(DatasetIndex(str(tmp_path / "data"), "vgaf", few))
+    result = evaluate(workspace=ws, split="val", progress=False, console=quiet(),
+                      embedding_maps=True)
+    assert result["models"]["scene"]["embedding_png"] is None
+    assert not list(ws.reports_dir("val").glob("embedding-*.png"))
+    assert ("no embedding map of scene: 6 labelled val clip(s), fewer than 10"
+            in capsys.readouterr().err)
+    # not asked for: none drawn
+    result = evaluate(workspace=ws, split="val", progress=False, console=quiet())
+    assert "embedding_png" not in result["models"]["scene"]

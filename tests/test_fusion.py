@@ -92,8 +92,8 @@ def accuracy_on(ws, name, clips, split):
 
 
 def test_registry_lists_methods_and_rejects_unknown():
-    assert fusion.available() == ["fc", "mean", "svm", "vote", "weighted"]
-    with pytest.raises(GemoError, match="available: fc, mean, svm, vote, weighted"):
+    assert fusion.available() == ["fc", "mean", "svm", "vae", "vote", "weighted"]
+    with pytest.raises(GemoError, match="available: fc, mean, svm, vae, vote, weighted"):
         fusion.create("stacking")
     with pytest.raises(GemoError, match="unknown parameter"):
         fusion.create("mean", seed=1)
@@ -357,3 +357,17 @@ def test_embeddings_from_fold_models_are_refused(tmp_path):
     save_scores(ws.scores_path("audio"), table)
     with pytest.raises(GemoError, match="audio: embeddings of train rows come from fold models"):
         fusion.fuse(workspace=ws, method="fc", inputs="embeddings", progress=False)
+
+
+def test_vae_fusion_classifies_from_the_latent_codes_of_the_embeddings(tmp_path):
+    ws, clips = make_workspace(tmp_path, embeddings=True)
+    summary = fusion.fuse(workspace=ws, method="vae", inputs="embeddings", progress=False)
+    assert summary["name"] == "fusion-vae-embeddings"
+    assert set(summary["loss"]) == {"reconstruction", "kl"} and summary["loss"]["kl"] > 0
+    assert accuracy_on(ws, "fusion-vae-embeddings", clips, "val") > 0.6  # each model alone < 0.5
+    table = load_scores(ws.scores_path("fusion-vae-embeddings"))
+    assert table.embeddings.shape == (len(clips), 20)  # each clip's latent code, from one encoder
+    fuser = joblib.load(ws.model_dir("fusion-vae-embeddings") / "fuser.joblib")
+    np.testing.assert_allclose(fuser.transform(np.zeros((1, 16))).shape, (1, 20))
+    with pytest.raises(GemoError, match="works on embeddings, not probs: --inputs embeddings"):
+        fusion.fuse(workspace=ws, method="vae", progress=False)

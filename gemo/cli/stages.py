@@ -208,7 +208,7 @@ def info(as_json, workdir):
 @cli.command()
 @click.argument("modality")
 @click.option("--features", required=True, metavar="SET", cls=ApiOption, choices=_feature_sets,
-              help="Cached feature set to train on.")
+              help="Cached feature set to train on; multimodal: a comma list of two or more.")
 @click.option("--model", metavar="FAMILY", cls=ApiOption, choices=_model_families,
               help="Model family (default: the feature set's, e.g. blstm-attention for pyaudio).")
 @click.option("--name", metavar="NAME", help="Name of the trained model (default "
@@ -269,8 +269,8 @@ def train(modality, features, model, name, overwrite, backbone, pretrained, weig
           batch_size, lr, patience, folds, seed, class_weight, optimizer, momentum, nesterov,
           weight_decay, label_smoothing, schedule, step_every, step_factor, backbone_lr_scale,
           freeze_backbone, amp, full_train, device, options, quiet, workdir):
-    """Train a MODALITY (audio, scene, face, pose) model on a cached feature set; write its
-    checkpoint and per-clip scores.
+    """Train a MODALITY (audio, scene, face, pose) model on a cached feature set, or a
+    multimodal one on several (--features A,B); write its checkpoint and per-clip scores.
 
     \b
     Examples:
@@ -282,6 +282,7 @@ def train(modality, features, model, name, overwrite, backbone, pretrained, weig
       gemo train scene --features embed-mobilenet_v2   # a temporal head on cached embeddings
       gemo train face --features fer
       gemo train pose --features pose
+      gemo train multimodal --features embed-mobilenet_v2,pyaudio   # cross-attention
       gemo train audio --features pyaudio --lr 3e-4 --name audio-pyaudio-slow
       gemo train scene --features frames --model frame-classifier --backbone vgg19 --optimizer sgd
       gemo train scene --features maps-resnet50 --lr 0.01   # Fusical's ConvLSTM heads
@@ -303,10 +304,11 @@ def train(modality, features, model, name, overwrite, backbone, pretrained, weig
 
 @cli.command()
 @click.option("--method", cls=ApiOption, stage="fuse", choices=_fusion_methods,
-              help="svm (Pinto 2020), fc (Fusical), mean (soft voting), vote (hard voting), weighted.")
+              help="svm (Pinto 2020), fc and vae (Fusical), mean (soft voting), vote (hard voting), "
+                   "weighted.")
 @click.option("--models", metavar="NAMES", help="Comma-separated trained models (default: all).")
 @click.option("--inputs", type=click.Choice(["probs", "embeddings"]), cls=ApiOption, stage="fuse",
-              help="What the fuser sees; embeddings only with --method fc.")
+              help="What the fuser sees; embeddings only with --method fc or vae.")
 @click.option("--full-train", is_flag=True, help="Refit on train+val before predicting test (Pinto 2020).")
 @click.option("--name", metavar="NAME", help="Name of the fusion, starting with fusion- "
               "(default fusion-METHOD, fusion-fc-embeddings).")
@@ -325,6 +327,7 @@ def fuse(method, models, inputs, full_train, name, overwrite, seed, quiet, workd
       gemo fuse --method svm
       gemo fuse --method weighted --models audio-pyaudio-blstm-attention,scene-frames-frame-cnn
       gemo fuse --method fc --inputs embeddings
+      gemo fuse --method vae --inputs embeddings    # Fusical's VAE, then an FC classifier
       gemo fuse --method svm --full-train --name fusion-svm-full
     """
     summary = api.fuse(workspace=api.Workspace(workdir), overwrite=overwrite, full_train=full_train,
@@ -344,9 +347,12 @@ def fuse(method, models, inputs, full_train, name, overwrite, seed, quiet, workd
 @click.option("--group-size-from", type=click.Choice(["faces", "pose"]), cls=ApiOption,
               stage="evaluate", help="Count group sizes as the faces (Pinto 2020) or the persons "
               "(pose) found per frame.")
+@click.option("--embedding-maps", is_flag=True, help="Also draw embedding-MODEL.png: a t-SNE "
+              "map of each model's embeddings (a fusion's probabilities) on the split, coloured "
+              "by true class (seconds per model on VGAF val).")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @workdir_option
-def evaluate(split, json_path, ablate, by, group_size_from, quiet, workdir):
+def evaluate(split, json_path, ablate, by, group_size_from, embedding_maps, quiet, workdir):
     """Accuracy, per-class accuracy, confusion, macro F1 and UAR of every model and fusion.
 
     On a split without labels (VGAF Test) it writes predictions in the VGAF
@@ -357,13 +363,15 @@ def evaluate(split, json_path, ablate, by, group_size_from, quiet, workdir):
       gemo evaluate --split val --json metrics.json
       gemo evaluate --split val --ablate
       gemo evaluate --split val --by group-size --group-size-from pose
+      gemo evaluate --split val --embedding-maps
       gemo evaluate --split test
     """
     if group_size_from is not None and by != "group-size":
         raise click.UsageError("--group-size-from chooses the counter of --by group-size: "
                                "add --by group-size")
     result = api.evaluate(workspace=api.Workspace(workdir), json_path=json_path, ablate=ablate,
-                          by=by, progress=not quiet, console=results,
+                          by=by, embedding_maps=embedding_maps, progress=not quiet,
+                          console=results,
                           **given(split=split, group_size_from=group_size_from))
     for path in (result["metrics_path"], result.get("json_path")):
         if path:

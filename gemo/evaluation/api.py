@@ -5,8 +5,10 @@
 0.618
 
 Writes under ``reports/<split>/``: ``metrics.json``, ``confusion-<model>.png``
-per model (labelled splits) and ``predictions-<model>.txt`` per model (every
-split; the VGAF submission / label-file format).
+per model (labelled splits), with ``embedding_maps`` ``embedding-<model>.png`` (a
+t-SNE map of its embeddings, or of its probabilities for a table without any,
+coloured by true class), and ``predictions-<model>.txt`` per model (every split;
+the VGAF submission / label-file format).
 
 Honesty rules:
 
@@ -33,7 +35,7 @@ from gemo.files import write_text
 from gemo.evaluation.ablation import ablate as ablate_fusion
 from gemo.evaluation.groups import BUCKETS, SMALL_BELOW, bucket, load_group_sizes
 from gemo.evaluation.metrics import summarize
-from gemo.evaluation.plots import save_confusion_png
+from gemo.evaluation.plots import MIN_EMBEDDING_CLIPS, save_confusion_png, save_embedding_png
 from gemo.evaluation.predictions import write_predictions
 from gemo.evaluation.report import ablation_table, group_size_table, metrics_table
 from gemo.labels import CLASSES
@@ -55,6 +57,7 @@ def evaluate(
     console=None,
     group_sizes=None,
     group_size_from="faces",
+    embedding_maps=False,
 ):
     """Score every table in ``scores/`` on ``split``, print tables, write reports; return it all.
 
@@ -62,6 +65,8 @@ def evaluate(
     ``by="group-size"``: also report per group-size bucket, from ``group_sizes``
     (``{clip id: mean faces per frame}``) or else the mean per-frame count of the
     ``group_size_from`` cache: ``faces`` (as Pinto 2020 counted) or ``pose`` (persons).
+    ``embedding_maps``: also draw each model's t-SNE map (``embedding_png``; None and a note
+    when fewer than 10 of its clips are labelled).
     ``console``: a :class:`rich.console.Console` to print the tables to (the CLI
     passes stdout's); None prints none. Progress and notes go to stderr.
     """
@@ -116,7 +121,8 @@ def evaluate(
         rows = labelled & scored
         if rows.any():
             metrics = summarize(truth[rows], classes[rows])
-            fitted = fit_mark(table, split, [i for i, keep in zip(ids, rows) if keep])
+            rows_ids = [i for i, keep in zip(ids, rows) if keep]
+            fitted = fit_mark(table, split, rows_ids)
             mark = f"; fitted on {split}: {fitted}" if fitted else ""
             png = save_confusion_png(
                 reports / f"confusion-{name}.png",
@@ -130,6 +136,9 @@ def evaluate(
                 "fitted": fitted,
                 "confusion_png": str(png),
             }
+            if embedding_maps:  # t-SNE takes seconds per model: asked for, not by default
+                result["models"][name]["embedding_png"] = _embedding_plot(
+                    reports, table.select(rows_ids), split, truth[rows], classes[rows], mark)
 
     if labelled.any():  # models that scored none of its clips are named above, as unscored
         console.print(metrics_table(result["models"], title=f"{split}: {labelled.sum()} labelled clips"))
@@ -145,7 +154,8 @@ def evaluate(
             entry = ablate_fusion(
                 workspace=workspace,
                 name=name,
-                reference={k: v for k, v in result["models"][name].items() if k != "confusion_png"},
+                reference={k: v for k, v in result["models"][name].items()
+                           if not k.endswith("_png")},
                 ids=labelled_ids,
                 labels=labels,
                 score=score,
@@ -172,6 +182,22 @@ def _predict(table, ids):
     probs, missing = align({table.model: table}, ids)
     scored = ~missing[:, 0]
     return np.where(scored, probs.argmax(axis=1), -1), scored
+
+
+def _embedding_plot(reports, table, split, truth, predicted, mark):
+    """``embedding-<model>.png``: a t-SNE map of the table's embeddings (its probabilities when
+    it has none, as a fusion's table) on the scored labelled clips; None, with a note, when
+    there are too few of them."""
+    if len(table.ids) < MIN_EMBEDDING_CLIPS:
+        log_console.print(f"[yellow]note:[/] no embedding map of {table.model}: "
+                          f"{len(table.ids)} labelled {split} clip(s), fewer than "
+                          f"{MIN_EMBEDDING_CLIPS}", soft_wrap=True)
+        return None
+    space = "embeddings" if table.embeddings is not None else "probabilities"
+    x = table.embeddings if table.embeddings is not None else table.probs
+    title = f"{table.model} on {split}: t-SNE of its {space} (n={len(x)}{mark})"
+    return str(save_embedding_png(reports / f"embedding-{table.model}.png", x, truth, predicted,
+                                  title=title))
 
 
 def _scored_metrics(table, ids, labels):

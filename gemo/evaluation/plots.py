@@ -1,4 +1,4 @@
-"""Confusion-matrix images."""
+"""Confusion-matrix and embedding-map images."""
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -31,5 +31,43 @@ def save_confusion_png(path, matrix, *, title=""):
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
     axes.set_title(title, fontsize=10)
+    figure.savefig(path, bbox_inches="tight")
+    return path
+
+
+# Fewer clips than this make no map worth drawing (and t-SNE needs perplexity < clips).
+MIN_EMBEDDING_CLIPS = 10
+CLASS_COLOURS = ("tab:green", "tab:gray", "tab:red")  # Positive, Neutral, Negative
+
+
+def embedding_map(x, *, seed=0):
+    """2-D t-SNE (scikit-learn, PCA start, seeded) of the rows of ``x``; perplexity 30, or
+    less for few rows (it must stay below their number)."""
+    from sklearn.manifold import TSNE
+
+    x = np.asarray(x, dtype=np.float64)
+    perplexity = min(30.0, max(2.0, (len(x) - 1) / 3))
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
+                n_jobs=1).fit_transform(x)
+
+
+def save_embedding_png(path, x, truth, predicted, *, title=""):
+    """Write the t-SNE map of the rows of ``x`` as a PNG: coloured by true class, a dot where
+    ``predicted`` is right and a cross where it is wrong."""
+    points = embedding_map(x)
+    truth, right = np.asarray(truth), np.asarray(predicted) == np.asarray(truth)
+    figure = Figure(figsize=(5.5, 4.5), dpi=110, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for label, (name, colour) in enumerate(zip(CLASSES, CLASS_COLOURS, strict=True)):
+        for hit, marker in ((True, "o"), (False, "x")):
+            rows = (truth == label) & (right == hit)
+            if rows.any():
+                axes.scatter(points[rows, 0], points[rows, 1], c=colour, marker=marker, s=18,
+                             label=f"{name}{'' if hit else ' (wrong)'}", alpha=0.8)
+    axes.set_xticks([])
+    axes.set_yticks([])
+    axes.legend(fontsize=7, loc="best")
+    axes.set_title(title, fontsize=9)
     figure.savefig(path, bbox_inches="tight")
     return path

@@ -1,11 +1,11 @@
 """Fusion of the per-model scores into one prediction per clip.
 
 Every module here defining a ``@register``-ed :class:`Fuser` is a method:
-``svm`` (Pinto 2020), ``fc`` (Fusical), ``mean``, ``vote`` and ``weighted``.
+``svm`` (Pinto 2020), ``fc`` and ``vae`` (Fusical), ``mean``, ``vote`` and ``weighted``.
 
 >>> from gemo import fusion
 >>> fusion.available()
-['fc', 'mean', 'svm', 'vote', 'weighted']
+['fc', 'mean', 'svm', 'vae', 'vote', 'weighted']
 """
 
 import importlib

@@ -36,7 +36,7 @@ from gemo.data.index import SPLITS
 from gemo.errors import GemoError
 from gemo.files import atomic_write, plain, write_json
 from gemo.folds import grouped_folds
-from gemo.fusion.base import create, get
+from gemo.fusion.base import available, create, get
 from gemo.labels import N_CLASSES
 from gemo.progress import console as log_console
 from gemo.progress import status
@@ -130,10 +130,10 @@ def run_fusion(
         raise GemoError(f"unknown fusion inputs {inputs!r}; use one of {', '.join(INPUTS)}")
     cls = get(method)
     if inputs not in cls.inputs:
-        raise GemoError(
-            f"fusion {method} works on {', '.join(cls.inputs)}, not {inputs}; "
-            "fuse embeddings with --method fc"
-        )
+        fitting = [name for name in available() if inputs in get(name).inputs]
+        raise GemoError(f"fusion {method} works on {', '.join(cls.inputs)}, not {inputs}: "
+                        f"--inputs {cls.inputs[0]}, or fuse {inputs} with --method "
+                        f"{' or '.join(fitting)}")
     clips = workspace.load_index().clips  # first: a fresh workspace needs `gemo extract`
     models = input_models(workspace, models)
     tables = load_tables(workspace=workspace, names=models)
@@ -168,6 +168,8 @@ def run_fusion(
 
     probs = final.predict_proba(X)
     probs[fit_rows] = cross_fitted
+    # A fuser that encodes its inputs (vae) gives every row its final encoding as embedding.
+    embeddings = final.transform(X) if hasattr(final, "transform") else None
     oof = fit_rows | (splits == "train")
     name = name or fusion_name(method, inputs)
 
@@ -194,7 +196,7 @@ def run_fusion(
         "n_imputed": n_imputed,
         "imputed": imputed,
     }
-    for attribute in ("weights_", "converged_"):
+    for attribute in ("weights_", "converged_", "loss_"):
         if hasattr(final, attribute):
             summary[attribute.rstrip("_")] = plain(getattr(final, attribute))
     if n_imputed and progress:
@@ -225,6 +227,7 @@ def run_fusion(
         splits,
         probs,
         oof,
+        embeddings,
         attrs={
             **{key: summary[key] for key in ("method", "inputs", "models", "full_train", "seed")},
             "best_params": summary["best_params"],

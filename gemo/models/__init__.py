@@ -5,8 +5,8 @@ Every module in this package that defines a :class:`Model` subclass with
 
 >>> from gemo import models
 >>> models.available()
-['blstm-attention', 'cnn-blstm', 'convlstm', 'face-lstm', 'fea', 'feb', 'frame-classifier',
- 'frame-cnn', 'logreg', 'mlp', 'nvpf', 'svm', 'temporal-head', 'tnvpf']
+['blstm-attention', 'cnn-blstm', 'convlstm', 'cross-attention', 'face-lstm', 'fea', 'feb',
+ 'frame-classifier', 'frame-cnn', 'logreg', 'mlp', 'nvpf', 'svm', 'temporal-head', 'tnvpf']
 >>> models.create("mlp", input_dim=88).config["hidden"]
 64
 >>> models.default_model("pyaudio")

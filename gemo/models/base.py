@@ -25,6 +25,8 @@ INPUT_KINDS = {
     "frames": "K RGB frames per clip (the frames feature set)",
     "maps": "K feature maps [K, h, w, channels] per clip (the maps-<backbone> sets)",
     "faces": "a vector per face in each of K frames per clip (the fer set's embeddings)",
+    "sequences": "a [time, features] array per clip from each of several feature sets "
+                 "(gemo train multimodal --features A,B)",
 }
 
 # Which family a feature set gets when `model=` is not given.
@@ -112,10 +114,13 @@ def default_model(feature_set, *, ndim=None):
     """The family used for ``feature_set`` when none is asked for.
 
     Unknown feature sets are matched by the shape of their per-clip array:
-    ``ndim`` 1 -> ``mlp``, 2 -> ``blstm-attention``, 4 (frames) -> ``frame-cnn``.
+    ``ndim`` 1 -> ``mlp``, 2 -> ``blstm-attention``, 4 (frames) -> ``frame-cnn``; a comma
+    list of sets -> ``cross-attention``.
     """
     if feature_set in DEFAULT_MODELS:
         return DEFAULT_MODELS[feature_set]
+    if "," in feature_set:  # several sets: a multimodal model
+        return "cross-attention"
     by_ndim = {1: "mlp", 2: "blstm-attention", 4: "frame-cnn"}
     if ndim in by_ndim:
         return by_ndim[ndim]

@@ -12,6 +12,10 @@ One class per input kind (see :data:`gemo.models.base.INPUT_KINDS`):
   vector per face), standardised per feature with the mean/std of the training clips'
   faces, laid out as ``[K, faces, D]`` zero-padded to the most faces of a frame, with the
   faces of each frame counted.
+* ``sequences``: one ``features [T_i, F_i]`` per feature set of a joint cache
+  (:class:`gemo.training.features.JointCache`), each standardised with its own
+  statistics, shortened to at most ``max_steps`` rows (means of equal chunks) and
+  padded with its own lengths.
 * ``frames``: ``frames [K, H, W, 3]`` uint8 per clip, resized to the model's
   ``input_size``, scaled to [0, 1] and normalised with the ImageNet mean/std
   (fixed, so the same inputs suit from-scratch and pretrained backbones).
@@ -40,11 +44,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def inputs_for(model, state=None):
     """The input pipeline of ``model``'s kind; ``state`` restores fitted statistics."""
     kinds = {"sequence": SequenceInputs, "maps": MapInputs, "vector": VectorInputs,
-             "frames": FrameInputs, "faces": FaceInputs}
+             "frames": FrameInputs, "faces": FaceInputs, "sequences": SequencesInputs}
     return kinds[model.input_kind](model.options, state)
 
 
 def is_finite(array):
+    if isinstance(array, tuple):  # one array per set (sequences)
+        return all(map(is_finite, array))
     return bool(np.isfinite(array).all()) if array.dtype.kind == "f" else True
 
 
@@ -165,6 +171,48 @@ class FaceInputs(Inputs):
                 mine = torch.from_numpy(np.flatnonzero(frame_of == frame))
                 x[i, frame, : len(mine)] = faces[mine]
         return x, counts
+
+
+class SequencesInputs(Inputs):
+    """One sequence per feature set, each with its own :class:`SequenceInputs` statistics."""
+
+    kind = "sequences"
+    ndim = 2
+
+    def __init__(self, options, state=None):
+        self.options = options
+        self.parts = (None if state is None else
+                      [SequenceInputs(options, part) for part in state["parts"]])
+
+    def check(self, clip_id, arrays, feature_set):
+        """``(features of set 1, of set 2, ...)`` from a joint cache's ``{set: arrays}``."""
+        return tuple(super(SequencesInputs, self).check(clip_id, part, name)
+                     for name, part in arrays.items())
+
+    def fit(self, arrays):
+        columns = list(zip(*arrays))  # per set, every clip's array
+        steps = self.options.max_steps  # statistics of what the model sees
+        self.parts = [SequenceInputs(self.options).fit([_shorten(a, steps) for a in column])
+                      for column in columns]
+        return self
+
+    def state(self):
+        return {"parts": [part.state() for part in self.parts]}
+
+    def tensors(self, arrays, *, train=False):
+        """``(x_1 [N, T_1, F_1], lengths_1 [N], x_2, lengths_2, ...)``, one pair per set."""
+        columns = list(zip(*arrays))
+        steps = self.options.max_steps
+        return tuple(tensor for part, column in zip(self.parts, columns, strict=True)
+                     for tensor in part.tensors([_shorten(a, steps) for a in column]))
+
+
+def _shorten(array, steps):
+    """At most ``steps`` rows: the means of ``steps`` near-equal chunks of a longer array
+    (attention costs the square of the length; 0 keeps every row)."""
+    if not steps or len(array) <= steps:
+        return array
+    return np.stack([chunk.mean(axis=0) for chunk in np.array_split(array, steps)])
 
 
 class FrameInputs(Inputs):

@@ -1,6 +1,14 @@
 """The feature cache as training reads it: the indexed clips it holds, their arrays read on
-demand and checked, and the refusal of a cache unlike the one a model was trained on."""
+demand and checked, and the refusal of a cache unlike the one a model was trained on.
 
+A multimodal model (``features="embed-mobilenet_v2,pyaudio"``) reads several caches as one
+:class:`JointCache`, joined by clip id."""
+
+import hashlib
+import json
+from contextlib import ExitStack
+
+from gemo.cache.store import FeatureCache
 from gemo.errors import GemoError
 from gemo.models.inputs import is_finite
 
@@ -21,7 +29,17 @@ def main_ndim(sample):
 
 def input_dim(family, sample, feature_set):
     """The width of ``family``'s input: the last axis of the frames, per-face embeddings or
-    features array."""
+    features array; one width per set for a model over several sets (input kind ``sequences``)."""
+    sets = feature_list(feature_set)
+    if (family.input_kind == "sequences") != (len(sets) > 1):
+        raise GemoError(
+            f"model {family.name} reads two or more feature sets: `gemo train multimodal "
+            f"--features {feature_set},SET --model {family.name}`"
+            if len(sets) == 1 else
+            f"model {family.name} reads one feature set; a list of sets trains a model over "
+            f"several sequences: --model {' or '.join(_joint_families())}")
+    if len(sets) > 1:
+        return [_features_width(family, arrays, name) for name, arrays in sample.items()]
     if family.input_kind == "frames":
         if "frames" not in sample:
             raise GemoError(f"model {family.name} needs frames; {feature_set} has "
@@ -33,6 +51,10 @@ def input_dim(family, sample, feature_set):
                             f"{', '.join(sorted(sample))}: train it on fer, version 3 or later "
                             "(`gemo extract --only fer --overwrite`)")
         return int(sample["embeddings"].shape[-1])
+    return _features_width(family, sample, feature_set)
+
+
+def _features_width(family, sample, feature_set):
     if "features" not in sample:
         raise GemoError(f"model {family.name} needs a features array; {feature_set} has "
                         f"{', '.join(sorted(sample))}")
@@ -66,7 +88,12 @@ class CacheArrays:
 
 
 def check_features(expected, cache, *, name):
-    """Refuse a cache whose features are not those the model was trained on."""
+    """Refuse a cache whose features are not those the model was trained on; a joint cache
+    set by set."""
+    if isinstance(cache, JointCache):
+        for one in feature_list(expected["set"]):
+            check_features(expected["sets"][one], cache.caches[one], name=name)
+        return
     if cache.fingerprint() == expected["fingerprint"] and (
         not expected.get("feature_names")
         or list(cache.info.get("feature_names", [])) == expected["feature_names"]
@@ -95,3 +122,102 @@ def check_features(expected, cache, *, name):
         + "\n  ".join(differences)
         + f"\nretrain it (`gemo train`) or re-extract {expected['set']} with the model's settings"
     )
+
+
+def feature_list(features):
+    """The feature sets of ``features``: one name, or a comma list of two or more (a
+    multimodal model's), each named once.
+
+    >>> feature_list("embed-mobilenet_v2,pyaudio")
+    ['embed-mobilenet_v2', 'pyaudio']
+    """
+    sets = features.split(",")
+    if not all(sets):
+        raise GemoError(f"--features {features!r} has an empty name: give SET or SET,SET,...")
+    twice = sorted({name for name in sets if sets.count(name) > 1})
+    if twice:
+        raise GemoError(f"--features names {', '.join(twice)} twice: name each set once")
+    return sets
+
+
+def open_cache(workspace, features):
+    """The cache of ``features`` for reading: a :class:`FeatureCache`, or a :class:`JointCache`
+    of a comma list."""
+    sets = feature_list(features)
+    if len(sets) == 1:
+        return FeatureCache(workspace.cache_path(sets[0]))
+    return JointCache({name: workspace.cache_path(name) for name in sets})
+
+
+def describe(cache, features):
+    """What a checkpoint records of the features it was trained on (``check_features`` reads
+    it back): set, fingerprint, extractor version, parameters and feature names; for a joint
+    cache, that of every set under ``sets``."""
+    if isinstance(cache, JointCache):
+        sets = {name: describe(one, name) for name, one in cache.caches.items()}
+        return {"set": features, "fingerprint": cache.fingerprint(),
+                "extractor_version": {name: one["extractor_version"] for name, one in sets.items()},
+                "params": {name: one["params"] for name, one in sets.items()},
+                "feature_names": [], "sets": sets}
+    return {"set": features, "fingerprint": cache.fingerprint(),
+            "extractor_version": cache.provenance["extractor_version"], "params": cache.params,
+            "feature_names": list(cache.info.get("feature_names", []))}
+
+
+def missing_by_set(cache, index):
+    """``{set: indexed clips it lacks}`` of a joint cache (those clips are left out), else None."""
+    if not isinstance(cache, JointCache):
+        return None
+    indexed = {c.id for c in index.clips}
+    return {name: len(indexed - set(one.ids())) for name, one in cache.caches.items()}
+
+
+class JointCache:
+    """Several feature caches read as one, joined by clip id: what a multimodal model trains
+    on. It holds the clips every cache holds; ``read`` gives ``{set: that set's arrays}``.
+    Reads like a :class:`FeatureCache` (ids, read, in, failures, fingerprint); ``caches``
+    holds each set's, for :func:`describe` and :func:`check_features`."""
+
+    def __init__(self, paths):
+        with ExitStack() as stack:  # a missing cache closes those already open
+            self.caches = {name: stack.enter_context(FeatureCache(path))
+                           for name, path in paths.items()}
+            self._close = stack.pop_all()
+        self.path = ", ".join(str(one.path) for one in self.caches.values())
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self._close.close()
+
+    def ids(self):
+        held = [set(one.ids()) for one in self.caches.values()]
+        return sorted(set.intersection(*held))
+
+    def read(self, clip_id):
+        return {name: one.read(clip_id) for name, one in self.caches.items()}
+
+    def __contains__(self, clip_id):
+        return all(clip_id in one for one in self.caches.values())
+
+    def failures(self):
+        """``{id: {"kind", "message"}}`` of clips a set failed on, the set named in the message."""
+        return {clip_id: {"kind": failure["kind"], "message": f"{name}: {failure['message']}"}
+                for name, one in self.caches.items()
+                for clip_id, failure in one.failures().items()}
+
+    def fingerprint(self):
+        """A hash of every set's fingerprint and feature names, in order."""
+        key = json.dumps([[name, one.fingerprint(), one.info.get("feature_names", [])]
+                          for name, one in self.caches.items()])
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _joint_families():
+    from gemo import models
+
+    return [name for name in models.available() if models.get(name).input_kind == "sequences"]

@@ -30,7 +30,6 @@ import torch
 
 import gemo
 from gemo import artifacts, models, threads
-from gemo.cache.store import FeatureCache
 from gemo.device import resolve_device
 from gemo.errors import GemoError
 from gemo.files import plain, write_json
@@ -39,15 +38,16 @@ from gemo.models.classical import Classical
 from gemo.models.inputs import inputs_for
 from gemo.scores import ONE_ENCODER, ScoreTable, save_scores
 from gemo.training.crossfit import Runner, cross_fit
-from gemo.training.features import (CacheArrays, cached_clips, check_features, input_dim,
-                                    main_ndim, read)
+from gemo.training.features import (CacheArrays, cached_clips, check_features, describe,
+                                    feature_list, input_dim, main_ndim, missing_by_set,
+                                    open_cache, read)
 from gemo.training.loop import amp_dtype, predict_arrays
 from gemo.training.plots import plot_curves
 from gemo.training.recipe import LOOP_OPTIONS, Recipe
 from gemo.training.splits import assign_folds
 from gemo.workspace import Workspace
 
-MODALITIES = ("audio", "scene", "face", "pose")
+MODALITIES = ("audio", "scene", "face", "pose", "multimodal")
 
 
 def train(*, workspace, modality, features, model=None, name=None, overwrite=False,
@@ -65,8 +65,11 @@ def train(*, workspace, modality, features, model=None, name=None, overwrite=Fal
     blstm-attention, egemaps -> mlp, frames -> frame-cnn, fer and pose -> face-lstm);
     ``backbone`` and any other keyword (``hidden=32``, ``input_size=64``...) are the
     family's options.
-    ``name`` defaults to ``<modality>-<features>-<family>``; a model of that name
-    trained with other options is refused unless ``overwrite`` (see :mod:`gemo.artifacts`).
+    ``modality="multimodal"`` takes a comma list of two or more sets (``features=
+    "embed-mobilenet_v2,pyaudio"``, default model cross-attention), read together by clip id:
+    a clip missing from any of them is left out (``n_missing_by_set``).
+    ``name`` defaults to ``<modality>-<features>-<family>`` (commas as ``-``); a model of that
+    name trained with other options is refused unless ``overwrite`` (see :mod:`gemo.artifacts`).
     ``pretrained=True`` loads ImageNet weights into the backbone (searched as
     :mod:`gemo.pretrained` says; ``weights``, a known name, folder or file, implies it).
     ``batch_size`` None takes the family's default (128 for audio, 16 for frames).
@@ -108,7 +111,7 @@ def train(*, workspace, modality, features, model=None, name=None, overwrite=Fal
     index = workspace.load_index()
     _check_cached(workspace, features)
 
-    with FeatureCache(workspace.cache_path(features)) as cache:
+    with open_cache(workspace, features) as cache:
         clips = cached_clips(cache, index)
         if not clips:
             raise GemoError(f"the {features} cache has no clip of the indexed dataset: "
@@ -134,7 +137,8 @@ def train(*, workspace, modality, features, model=None, name=None, overwrite=Fal
         # Weights are found, verified and checked once, before any data is read.
         backbone_weights = probe.pretrained_state(weights=weights) if pretrained else None
         recipe = recipe.resolved(family.train_defaults.get("batch_size", 32))
-        base = artifacts.check_name(name or f"{modality}-{features}-{family.name}")
+        base = artifacts.check_name(
+            name or f"{modality}-{features.replace(',', '-')}-{family.name}")
         name = artifacts.check_name(f"{base}-full" if recipe.full_train else base)
         request = {"modality": modality, "features": features, "model": family.name,
                    "options": probe.options.as_dict(), "recipe": recipe.per_model(),
@@ -146,13 +150,8 @@ def train(*, workspace, modality, features, model=None, name=None, overwrite=Fal
         fixed_epochs, epochs_from = (
             _fixed_epochs(workspace, base, request)
             if recipe.full_train and not isinstance(probe, Classical) else (None, None))
-        feature_meta = {
-            "set": features,
-            "fingerprint": cache.fingerprint(),
-            "extractor_version": cache.provenance["extractor_version"],
-            "params": cache.params,
-            "feature_names": list(cache.info.get("feature_names", [])),
-        }
+        feature_meta = describe(cache, features)
+        missing_sets = missing_by_set(cache, index)
         arrays = CacheArrays(cache, inputs_for(probe), features)  # the pipeline checks array shapes
         del probe
 
@@ -236,6 +235,7 @@ def train(*, workspace, modality, features, model=None, name=None, overwrite=Fal
         "n_scored": len(table.ids),
         "n_dropped_nonfinite": len(dropped),
         "n_missing_from_cache": len(index.clips) - len(clips),
+        "n_missing_by_set": missing_sets,  # multimodal: a clip missing from any set is left out
         "seconds": round(time.perf_counter() - started, 2),
     }
     write_json(out / "config.json", {
@@ -260,7 +260,7 @@ def predict(*, workspace, name, ids=None, device="auto", batch_size=None):
     loaded = load_model(workspace.model_dir(name) / "model.pt", device=device)
     expected = loaded.features
     index = workspace.load_index()
-    with FeatureCache(workspace.cache_path(expected["set"])) as cache:
+    with open_cache(workspace, expected["set"]) as cache:
         check_features(expected, cache, name=name)
         clips = cached_clips(cache, index)
         if ids is not None:
@@ -327,9 +327,19 @@ def score_cached(loaded, cache, ids, *, device="cpu", batch_size=None):
 
 
 def _check_modality(modality, features):
-    """Refuse a feature set that describes another modality (``train audio --features frames``)."""
+    """Refuse a feature set that describes another modality (``train audio --features frames``),
+    and a list of sets but for the multimodal modality, which needs one."""
     from gemo import extractors
 
+    sets = feature_list(features)
+    if len(sets) > 1 and modality != "multimodal":
+        raise GemoError(f"a list of feature sets trains one model over all of them: "
+                        f"`gemo train multimodal --features {features}`")
+    if modality == "multimodal":
+        if len(sets) < 2:
+            raise GemoError(f"a multimodal model reads two or more feature sets: "
+                            f"--features {features},SET")
+        return
     if features in extractors.available():
         describes = extractors.get(features).modality
         if describes and describes != modality:
@@ -341,6 +351,10 @@ def _check_cached(workspace, features):
     """A missing cache: an unknown name (a typo) or a set not extracted yet, said apart."""
     from gemo import extractors
 
+    if "," in features:
+        for one in feature_list(features):
+            _check_cached(workspace, one)
+        return
     if workspace.cache_path(features).exists():
         return
     if features not in extractors.available():
