@@ -176,8 +176,8 @@ class VideoEmbeddings(Embeddings):
 
     16 frames by default: I3D halves time three times (``T' = ceil(K / 8)``), so 16 is the
     smallest count above 8 that gives more than one position with none made of padding alone
-    (10 frames give 2 positions too, the second from the last frames and padding); 16 evenly spaced
-    frames of a 5 s clip are about 3 per second. The network gets the frames with the ImageNet
+    (10 frames give 2 positions too, the second from the last frames and padding); 16 evenly
+    spaced frames of a 5 s clip are about 3 per second. The network gets the frames with the ImageNet
     mean/std, as every frame model's input, and rescales them to its own (I3D: [-1, 1]).
     One clip is one network call: ``batch_size`` does not split it (a 3D network reads the
     frames together).
