@@ -18,6 +18,7 @@ Annotations: benchmarks/pose_faces.json (its "about" says how they were made).
 """
 
 import argparse
+import dataclasses
 import importlib.util
 import io
 import json
@@ -55,6 +56,22 @@ def load_photo(source, *, frame, frames_per_clip, media):
         frames, _ = read_frames(path, count=frames_per_clip, max_side=0)
         return np.asarray(frames[frame])
     return None
+
+
+def detect_scaled(detector, image, max_side):
+    """Persons found on ``image`` scaled to ``max_side`` (area averaging, as the decoder scales
+    the pose set's frames), their boxes and keypoints in pixels of ``image``."""
+    height, width = image.shape[:2]
+    scale = min(1.0, max_side / max(height, width)) if max_side else 1.0
+    if scale < 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
+    [persons] = detector.detect([image])
+    back = np.array([width / image.shape[1], height / image.shape[0]], np.float32)
+    keypoints = persons.keypoints.copy()
+    keypoints[..., :2] *= back
+    return dataclasses.replace(persons, boxes=persons.boxes * np.tile(back, 2),
+                               keypoints=keypoints)
 
 
 def grown(box, margin, wider=0.0):
@@ -104,6 +121,9 @@ def main():
     parser.add_argument("--margin", type=float, default=0.1, help="of the box's size, each side")
     parser.add_argument("--ear-margin", type=float, default=0.5,
                         help="further allowance for the ears, of the box's width, left and right")
+    parser.add_argument("--max-side", type=int, default=640,
+                        help="detect on images scaled to this longer side, as the pose set does "
+                        "(default 640; 0: full size)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     annotations = json.loads(args.annotations.read_text())
@@ -116,7 +136,7 @@ def main():
             missing.append(photo["source"])
             continue
         start = time.perf_counter()
-        [persons] = detector.detect([image])
+        persons = detect_scaled(detector, image, args.max_side)
         seconds = time.perf_counter() - start
         found, strict, stray, n = match(persons, photo["faces"], margin=args.margin,
                                         min_confidence=args.min_confidence,
