@@ -5,6 +5,8 @@ import math
 import av
 import numpy as np
 
+from gemo.errors import GemoError
+
 
 class MediaError(Exception):
     """A clip that cannot give what was asked; ``kind`` names why, for the failure table.
@@ -125,6 +127,16 @@ class Media:
         return self._once(("audio", sample_rate, min_duration),
                           lambda: _read_only(read_audio(self.path, sample_rate=sample_rate,
                                                         min_duration=min_duration)))
+
+
+def check_rgb(image, *, task):
+    """``image`` as an array, or a :class:`GemoError` unless it is H x W x 3 uint8 RGB, the
+    pictures :meth:`Media.frames` gives and the detectors take (``task``: "face detection")."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
+        raise GemoError(f"{task} takes H x W x 3 uint8 RGB images, not {image.dtype} "
+                        f"{image.shape}")
+    return image
 
 
 def _read_only(array):

@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from gemo import pretrained
+from gemo.data.media import check_rgb
 from gemo.device import resolve_device
 from gemo.errors import GemoError
 from gemo.registry import Registry
@@ -101,7 +102,7 @@ class Detector:
         decoder does that faster than a resize here); detection then runs on them, and
         the faces are still in the pixels of ``images``.
         """
-        images = [_check_image(image) for image in images]
+        images = [check_rgb(image, task="face detection") for image in images]
         if scaled is not None and len(scaled) != len(images):
             raise GemoError(f"{len(scaled)} scaled images for {len(images)} images")
         self.load()
@@ -147,16 +148,8 @@ class Detector:
         raise NotImplementedError
 
 
-def _check_image(image):
-    image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
-        raise GemoError(f"face detection takes H x W x 3 uint8 RGB images, not {image.dtype} "
-                        f"{image.shape}")
-    return image
-
-
 def _check_scaled(image, size):
-    image = _check_image(image)
+    image = check_rgb(image, task="face detection")
     if (image.shape[1], image.shape[0]) != size:
         raise GemoError(f"a scaled image is {image.shape[1]} x {image.shape[0]}, "
                         f"not {size[0]} x {size[1]}")

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from gemo import pretrained
+from gemo.data.media import check_rgb
 from gemo.device import resolve_device
 from gemo.errors import GemoError
 from gemo.pose import KEYPOINTS
@@ -95,7 +96,7 @@ class PoseDetector:
 
     def detect(self, images):
         """One :class:`Persons` per image (``H x W x 3`` uint8 RGB), in the input order."""
-        images = [_check_image(image) for image in images]
+        images = [check_rgb(image, task="pose detection") for image in images]
         self.load()
         step = self.batch_size or max(1, len(images))
         return [self._finish(*found) for start in range(0, len(images), step)
@@ -116,14 +117,6 @@ class PoseDetector:
 
     def _detect_batch(self, images):
         raise NotImplementedError
-
-
-def _check_image(image):
-    image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
-        raise GemoError(f"pose detection takes H x W x 3 uint8 RGB images, not {image.dtype} "
-                        f"{image.shape}")
-    return image
 
 
 KEYPOINTRCNN = "keypointrcnn.coco"
