@@ -21,9 +21,7 @@ video) gets its reason instead of a label, and the others go on.
 """
 
 import csv
-import hashlib
 import io
-import json
 import re
 import time
 from pathlib import Path
@@ -35,7 +33,7 @@ from gemo.cache.store import FeatureCache
 from gemo.data.index import VIDEO_EXTENSIONS, Clip, DatasetIndex
 from gemo.data.media import MediaError, duration
 from gemo.device import resolve_device
-from gemo.files import sha256_file, write_json, write_text
+from gemo.files import json_digest, sha256_file, write_json, write_text
 from gemo.labels import CLASSES, N_CLASSES
 from gemo.progress import status
 from gemo.scores import ScoreTable, align
@@ -170,9 +168,8 @@ def _id_part(stem):
 
 def _key(feature_sets):
     """The predict cache's folder: one per set of feature versions and parameters."""
-    text = json.dumps({name: [spec["extractor_version"], spec["params"]]
-                       for name, spec in feature_sets.items()}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    return json_digest({name: [spec["extractor_version"], spec["params"]]
+                        for name, spec in feature_sets.items()}, length=12)
 
 
 def _already_done(own, feature_sets, ids):

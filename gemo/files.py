@@ -83,3 +83,14 @@ def sha256_file(path):
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def json_digest(value, *, length=16):
+    """The first ``length`` hex digits of the SHA-256 of ``value`` as JSON (keys sorted): a
+    short fingerprint of settings.
+
+    >>> json_digest({"b": 1, "a": [2]}) == json_digest({"a": [2], "b": 1})
+    True
+    """
+    text = json.dumps(value, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]

@@ -15,7 +15,6 @@ removed when the file is next opened for writing.
 """
 
 import fcntl
-import hashlib
 import json
 import os
 import time
@@ -26,7 +25,7 @@ import numpy as np
 
 import gemo
 from gemo.errors import GemoError
-from gemo.files import sha256_file
+from gemo.files import json_digest, sha256_file
 
 FORMAT = "gemo-feature-cache/1"
 
@@ -183,10 +182,7 @@ class FeatureCache:
         Models store it and refuse features with another fingerprint.
         """
         own = self.provenance
-        key = json.dumps(
-            [own["feature_set"], own["extractor_version"], own["params"]], sort_keys=True
-        )
-        return hashlib.sha256(key.encode()).hexdigest()[:16]
+        return json_digest([own["feature_set"], own["extractor_version"], own["params"]])
 
     def check_provenance(self, provenance):
         """Raise :class:`CacheMismatch` naming what differs from ``provenance``."""

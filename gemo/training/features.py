@@ -4,12 +4,11 @@ demand and checked, and the refusal of a cache unlike the one a model was traine
 A multimodal model (``features="embed-mobilenet_v2,pyaudio"``) reads several caches as one
 :class:`JointCache`, joined by clip id."""
 
-import hashlib
-import json
 from contextlib import ExitStack
 
 from gemo.cache.store import FeatureCache
 from gemo.errors import GemoError
+from gemo.files import json_digest
 from gemo.models.inputs import is_finite
 
 SPLIT_ORDER = ("train", "val", "test")
@@ -212,9 +211,8 @@ class JointCache:
 
     def fingerprint(self):
         """A hash of every set's fingerprint and feature names, in order."""
-        key = json.dumps([[name, one.fingerprint(), one.info.get("feature_names", [])]
-                          for name, one in self.caches.items()])
-        return hashlib.sha256(key.encode()).hexdigest()[:16]
+        return json_digest([[name, one.fingerprint(), one.info.get("feature_names", [])]
+                            for name, one in self.caches.items()])
 
 
 def _joint_families():
