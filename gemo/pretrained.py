@@ -343,9 +343,7 @@ def fetch(name):
         )
     if target.is_file():
         try:
-            verify(target, item)
-            if item.sha256 is None:
-                _load(target)  # no hash of its own: a file that loads is whole
+            _check_fetched(target, item, target)  # its hash, or without one that it loads
             return target
         except GemoError:
             pass  # a stale or broken copy: replaced below
