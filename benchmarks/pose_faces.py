@@ -18,7 +18,6 @@ Annotations: benchmarks/pose_faces.json (its "about" says how they were made).
 """
 
 import argparse
-import dataclasses
 import importlib.util
 import io
 import json
@@ -67,11 +66,7 @@ def detect_scaled(detector, image, max_side):
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
     [persons] = detector.detect([image])
-    back = np.array([width / image.shape[1], height / image.shape[0]], np.float32)
-    keypoints = persons.keypoints.copy()
-    keypoints[..., :2] *= back
-    return dataclasses.replace(persons, boxes=persons.boxes * np.tile(back, 2),
-                               keypoints=keypoints)
+    return persons.scaled((width / image.shape[1], height / image.shape[0]))
 
 
 def grown(box, margin, wider=0.0):

@@ -10,8 +10,6 @@ its count is 0 and it adds no rows (never NaN).
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from gemo.extractors.base import DetectorSet, register, stack_frames
 from gemo.options import Options
 from gemo.pose import KEYPOINTS, summary
@@ -66,14 +64,12 @@ class Pose(DetectorSet):
         # YOLO letterboxes every image to 640 pixels anyway: frames the decoder scaled (the
         # faces set's, shared) save converting and resizing full-size ones, 1.3x here.
         frames, timestamps = media.frames(count=count, max_side=max_side)
+        height, width = media.frame_size(count=count)
+        back = (width / frames.shape[2], height / frames.shape[1])  # to the full frame's pixels
         cap = self.params.max_persons
-        kept = [persons[:cap] if cap > 0 else persons
+        kept = [(persons[:cap] if cap > 0 else persons).scaled(back)
                 for persons in self.detector().detect(list(frames))]
         arrays = stack_frames(kept, {"boxes": (4,), "scores": (), "keypoints": (17, 3)})
-        height, width = media.frame_size(count=count)
-        scale = np.array([width / frames.shape[2], height / frames.shape[1]], np.float32)
-        arrays["boxes"] *= np.tile(scale, 2)  # back to pixels of the full frame
-        arrays["keypoints"][..., :2] *= scale
         features = summary.frame_features(arrays["keypoints"], arrays["frame_index"], len(kept),
                                           min_confidence=self.params.min_confidence)
         return {**arrays, "timestamps": timestamps, "features": features}

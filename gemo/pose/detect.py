@@ -53,6 +53,14 @@ class Persons:
         """A subset, e.g. ``persons[:16]`` for the 16 largest."""
         return Persons(self.boxes[index], self.scores[index], self.keypoints[index])
 
+    def scaled(self, factor):
+        """These persons with x and y times ``factor`` (fx, fy): found on a scaled copy of an
+        image, in the pixels of the image itself."""
+        factor = np.asarray(factor, np.float32)
+        keypoints = self.keypoints.copy()
+        keypoints[..., :2] *= factor
+        return Persons(self.boxes * np.tile(factor, 2), self.scores, keypoints)
+
 
 def create_detector(name="yolo", *, device="cpu", weights=None, threshold=0.5, batch_size=0):
     """A pose detector by name; networks are loaded on the first :meth:`~PoseDetector.detect`.
