@@ -130,10 +130,7 @@ available, get = WEIGHTS.available, WEIGHTS.get
 
 def by_filename(filename):
     """The entry whose file is called ``filename``, or None."""
-    for name in available():
-        if get(name).filename == filename:
-            return get(name)
-    return None
+    return WEIGHTS.first(lambda item: item.filename == filename)
 
 
 def gemo_home():

@@ -66,7 +66,13 @@ class Registry:
         return sorted(self._table())
 
     def get(self, name):
-        """The class registered as ``name``; a clear error lists the others."""
+        """The class registered as ``name``; a clear error lists the others.
+
+        A name registered already is returned without importing the other ``modules``
+        (seconds of torch and scikit-learn for a weights entry of one network).
+        """
+        if name in self._classes:
+            return self._classes[name]
         try:
             return self._table()[name]
         except KeyError:
@@ -74,8 +80,16 @@ class Registry:
                 f"unknown {self.kind} {name!r}; available: {', '.join(self.available())}"
             ) from None
 
+    def first(self, predicate):
+        """The first registered class for which ``predicate(cls)`` is true, or None; the other
+        ``modules`` are imported only when none registered so far matches."""
+        found = next((cls for cls in self._classes.values() if predicate(cls)), None)
+        if found is None:
+            found = next((cls for cls in self._table().values() if predicate(cls)), None)
+        return found
+
     def __contains__(self, name):
-        return name in self._table()
+        return name in self._classes or name in self._table()
 
     def _table(self):
         """The registered classes, once every module in ``modules`` has registered its own."""

@@ -45,6 +45,18 @@ class LocalPool:
         self._networks = any(extractor.uses_device for extractor in chosen)  # they need torch
         self._executor = None
 
+    @staticmethod
+    def warm_up(*, workers, modules):
+        """Start the fork server now, importing ``modules``, when a pool of ``workers`` will
+        fork from it: before this process builds its extractors and opens caches.
+
+        The server's imports (torch, openSMILE, pyAudioAnalysis: seconds of one core) then
+        run beside this process's own set-up, not after it; :meth:`start` forks the
+        workers from it later.
+        """
+        if workers > 1 and worker.pool_context(modules).get_start_method() == "forkserver":
+            worker.start_fork_server()
+
     def __enter__(self):
         return self
 
@@ -235,6 +247,10 @@ class DaskPool:
         if self._cluster is not None:
             self._cluster.close()
         self._client = self._cluster = None
+
+    @staticmethod
+    def warm_up(*, workers, modules):
+        """Nothing to warm: Dask workers import for themselves."""
 
     def start(self):
         """Workers are started (or found) by :meth:`__enter__`."""

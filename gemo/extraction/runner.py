@@ -56,13 +56,18 @@ def extract(*, workspace, dataset=None, sets=DEFAULT_SETS, params=None, workers=
     unknown = sorted(set(params) - set(sets))
     if unknown:
         raise GemoError(f"parameters given for set(s) not extracted: {', '.join(unknown)}")
+    size = workers or os.cpu_count() or 1
+    if _work_likely(workspace, sets, index.clips, overwrite):
+        # The workers' libraries take seconds to import: the pool's fork server starts on
+        # them now, beside this process's own imports (extractors, provenance).
+        executors.get(executor).warm_up(
+            workers=size, modules=[m for name in sets for m in extractors.get(name).modules])
     chosen = _in_dependency_order([
         extractors.create(name, device=device, batch_size=batch_size, **params.get(name, {}))
         for name in sets])
     if any(e.uses_device for e in chosen):
         resolve_device(device)  # a wrong --device stops the run here, not once per clip
-    pool = executors.get(executor)(workers=workers or os.cpu_count() or 1, chosen=chosen,
-                                   scheduler=scheduler)
+    pool = executors.get(executor)(workers=size, chosen=chosen, scheduler=scheduler)
     with ExitStack() as stack:
         stack.enter_context(pool)
         # Creating a cache computes its provenance (networks load, openSMILE names its
@@ -143,6 +148,25 @@ def _open_caches(chosen, workspace, overwrite, stack, before_creating=None):
         caches[extractor.name] = stack.enter_context(
             FeatureCache(path, mode="a", provenance=provenance))
     return caches
+
+
+def _work_likely(workspace, sets, clips, overwrite):
+    """Whether some set is likely to lack some of ``clips``: a cache is missing or rebuilt,
+    or holds fewer clips (done or failed) than listed. A cheap look before the extractors
+    exist; :func:`_todo` decides per clip."""
+    if not clips:
+        return False
+    for name in sets:
+        path = workspace.cache_path(name)
+        if overwrite or not path.exists():
+            return True
+        try:
+            with FeatureCache(path) as cache:
+                if len(cache.ids()) + len(cache.failures()) < len(clips):
+                    return True
+        except (GemoError, OSError):  # unreadable: the run itself says why
+            return True
+    return False
 
 
 def _todo(cache, clips, report):

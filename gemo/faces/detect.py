@@ -177,8 +177,11 @@ class MTCNNDetector(Detector):
     parts = ("pnet", "rnet", "onet")
 
     def _load(self):
-        # slow import (facenet-pytorch pulls in torchvision): first use only
+        # slow imports (facenet-pytorch pulls in torchvision): first use only; gemo.faces.mtcnn
+        # registers the weight entries found below
         from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
+
+        from gemo.faces import mtcnn  # noqa: F401
 
         folder = self.weights  # None: the usual places, then facenet-pytorch's own data folder
         if folder is not None and not os.path.isdir(folder):
