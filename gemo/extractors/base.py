@@ -33,7 +33,7 @@ class Extractor:
     version = 1
     description = ""
     libraries = ()
-    modules = ()  # e.g. ("opensmile",): imported once by the fork server of the pool workers
+    modules = ()  # e.g. ("gemo.audio.smile",): imported once by the pool workers' fork server
     requires = ()  # feature sets whose cached arrays extract() reads, e.g. ("faces",)
     modality = ""  # the `gemo train` modality its features describe (audio, scene, ...); "" any
     uses_device = False  # True for sets that run networks: they honour device and batch_size

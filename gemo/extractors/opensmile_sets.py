@@ -11,19 +11,16 @@ class _OpenSmile(Extractor):
     feature_level = ""
     Params = AudioParams
     libraries = ("opensmile", "av")
-    modules = ("opensmile",)
+    modules = ("gemo.audio.smile",)  # opensmile, warmed up once for all workers
     modality = "audio"
 
     @property
     def _smile(self):
         # Built on first use: extractors are pickled to worker processes, the Smile object is not.
         if getattr(self, "_smile_object", None) is None:
-            import opensmile
+            from gemo.audio import smile
 
-            self._smile_object = opensmile.Smile(
-                feature_set=getattr(opensmile.FeatureSet, self.feature_set),
-                feature_level=getattr(opensmile.FeatureLevel, self.feature_level),
-            )
+            self._smile_object = smile.create(self.feature_set, self.feature_level)
         return self._smile_object
 
     def __getstate__(self):
