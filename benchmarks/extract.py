@@ -1,7 +1,7 @@
 """Extraction speed per feature set on a folder of clips, and frames vs a plain full decode.
 
-    python benchmarks/extract.py CLIPS [--sets frames,faces,fer] [--repeat 3] [--json out.json]
-                                       [-p SET.KEY=VALUE ...]
+    python benchmarks/extract.py CLIPS [--match 'Test_*'] [--sets frames,faces,fer] [--repeat 3]
+                                       [--json out.json] [-p SET.KEY=VALUE ...]
     python benchmarks/extract.py CLIPS --sets embed-mobilenet_v2   # needs its weights fetched
 
 Runs each extractor in this process (one core) over every video in the folder,
@@ -56,6 +56,8 @@ def main():
     parser.add_argument("--sets", default="frames,pyaudio,egemaps,compare-lld,faces,fer,pose",
                         help="a set that requires another (fer needs faces) must come after it; "
                         "pose needs pip install 'gemo[pose]'")
+    parser.add_argument("--match", default="*", metavar="GLOB",
+                        help="only the videos whose file name matches, e.g. 'Test_*'")
     parser.add_argument("--repeat", type=int, default=3, help="best of N passes")
     parser.add_argument("--json", type=Path)
     parser.add_argument("-p", "--param", action="append", default=[], metavar="SET.KEY=VALUE",
@@ -69,9 +71,9 @@ def main():
         if not (name and field and _):
             parser.error(f"{text!r}: expected SET.KEY=VALUE")
         params.setdefault(name, {})[field] = value
-    paths = videos(args.folder)
+    paths = videos(args.folder, args.match)
     if not paths:
-        parser.error(f"no video files in {args.folder}")
+        parser.error(f"no video files matching {args.match!r} in {args.folder}")
     seconds_of_media = media_seconds(paths)
     results = {"clips": len(paths), "media_seconds": round(seconds_of_media, 2), "params": args.param,
                "sets": {}}

@@ -5,9 +5,10 @@ import av
 from gemo.data.index import VIDEO_EXTENSIONS
 
 
-def videos(folder):
-    """The video files directly in ``folder``, sorted."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS)
+def videos(folder, match="*"):
+    """The video files directly in ``folder`` whose name matches the glob ``match``, sorted."""
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix.lower() in VIDEO_EXTENSIONS and p.match(match))
 
 
 def media_seconds(paths):

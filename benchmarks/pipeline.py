@@ -114,7 +114,7 @@ def main():
                         help="extractor parameter passed to gemo extract, e.g. -p faces.count=5")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    paths = [path for path in videos(args.folder) if path.match(args.match)]
+    paths = videos(args.folder, args.match)
     if not paths:
         parser.error(f"no video files matching {args.match!r} in {args.folder}")
     if args.copies < 2:
