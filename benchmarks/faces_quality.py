@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from pose_faces import load_photo  # benchmarks/pose_faces.py
+from pose_faces import annotated_photos, photo_arguments  # benchmarks/pose_faces.py
 
 from gemo import extractors
 
@@ -53,10 +53,7 @@ def match(found, faces, *, threshold):
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--annotations", type=Path,
-                        default=Path(__file__).with_name("pose_faces.json"))
-    parser.add_argument("--media", type=Path, action="append", default=[],
-                        help="a folder holding the clips or wheels the annotations name")
+    photo_arguments(parser)
     parser.add_argument("--iou", type=float, default=0.3)
     parser.add_argument("-p", "--param", action="append", default=[], metavar="faces.KEY=VALUE",
                         help="a faces set parameter, e.g. -p faces.min_face_size=20")
@@ -70,14 +67,9 @@ def main():
         params[key.removeprefix("faces.")] = value
     faces_set = extractors.create("faces", **params)
     detector, settings = faces_set.detector(), faces_set.params
-    annotations = json.loads(args.annotations.read_text())
-    rows, missing = [], []
-    for photo in annotations["photos"]:
-        image = load_photo(photo["source"], frame=photo.get("frame", 0),
-                           frames_per_clip=annotations["frames_per_clip"], media=args.media)
-        if image is None:
-            missing.append(photo["source"])
-            continue
+    photos, missing = annotated_photos(parser, args)
+    rows = []
+    for name, image, faces in photos:
         height, width = image.shape[:2]
         scale = min(1.0, settings.max_side / max(height, width)) if settings.max_side else 1.0
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
@@ -85,22 +77,17 @@ def main():
         start = time.perf_counter()
         [found] = detector.detect([image], scaled=[scaled])
         seconds = time.perf_counter() - start
-        faces = np.asarray(photo["faces"], np.float64).reshape(-1, 4)
+        faces = np.asarray(faces, np.float64).reshape(-1, 4)
         small = np.maximum(faces[:, 2] - faces[:, 0], faces[:, 3] - faces[:, 1]) < settings.min_face_size
         taken, left = match(found, faces, threshold=args.iou)
         # A detection on a face too small to look for is neither right nor wrong.
         false = [box for box in left if not (small.any() and iou(box, faces[small]).max() >= args.iou)]
-        name = photo["source"].rsplit("/", 1)[-1] + (f"#{photo['frame']}" if "frame" in photo else "")
         row = {"photo": name, "faces": int((~small).sum()), "too_small": int(small.sum()),
                "found": int((taken & ~small).sum()), "detections": len(found) - (len(left) - len(false)),
                "false": len(false), "seconds": round(seconds, 3)}
         rows.append(row)
         print(f"{name:34s} faces {row['found']:2d}/{row['faces']:2d} (+{row['too_small']} too small)"
               f"   detections {row['detections']:2d}, false {row['false']:2d}   {seconds:5.2f} s")
-    for source in missing:
-        print(f"skipped (not found; see --media): {source}")
-    if not rows:
-        parser.error("no annotated photo was found: pass --media FOLDER holding the clips")
     total = {key: sum(row[key] for row in rows) for key in ("faces", "too_small", "found",
                                                              "detections", "false")}
     recall = total["found"] / max(total["faces"], 1)

@@ -57,6 +57,34 @@ def load_photo(source, *, frame, frames_per_clip, media):
     return None
 
 
+def photo_arguments(parser):
+    """The options naming the annotations and where their photos are."""
+    parser.add_argument("--annotations", type=Path,
+                        default=Path(__file__).with_name("pose_faces.json"))
+    parser.add_argument("--media", type=Path, action="append", default=[],
+                        help="a folder holding the clips or wheels the annotations name")
+
+
+def annotated_photos(parser, args):
+    """``(name, image, faces)`` of every annotated photo found in ``args.media``; the sources
+    not found are printed, and none found at all is a usage error of ``parser``."""
+    annotations = json.loads(args.annotations.read_text())
+    found, missing = [], []
+    for photo in annotations["photos"]:
+        image = load_photo(photo["source"], frame=photo.get("frame", 0),
+                           frames_per_clip=annotations["frames_per_clip"], media=args.media)
+        if image is None:
+            missing.append(photo["source"])
+            continue
+        name = photo["source"].rsplit("/", 1)[-1] + (f"#{photo['frame']}" if "frame" in photo else "")
+        found.append((name, image, photo["faces"]))
+    for source in missing:
+        print(f"skipped (not found; see --media): {source}")
+    if not found:
+        parser.error("no annotated photo was found: pass --media FOLDER holding the clips")
+    return found, missing
+
+
 def detect_scaled(detector, image, max_side):
     """Persons found on ``image`` scaled to ``max_side`` (area averaging, as the decoder scales
     the pose set's frames), their boxes and keypoints in pixels of ``image``."""
@@ -106,10 +134,7 @@ def match(persons, faces, *, min_confidence, margin, ear_margin):
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--annotations", type=Path,
-                        default=Path(__file__).with_name("pose_faces.json"))
-    parser.add_argument("--media", type=Path, action="append", default=[],
-                        help="a folder holding the clips or wheels the annotations name")
+    photo_arguments(parser)
     parser.add_argument("--detector", default="yolo")
     parser.add_argument("--threshold", type=float, default=0.5, help="person score (default 0.5)")
     parser.add_argument("--min-confidence", type=float, default=0.5, help="keypoint confidence")
@@ -121,31 +146,21 @@ def main():
                         "(default 640; 0: full size)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    annotations = json.loads(args.annotations.read_text())
     detector = create_detector(args.detector, threshold=args.threshold)
-    rows, missing = [], []
-    for photo in annotations["photos"]:
-        image = load_photo(photo["source"], frame=photo.get("frame", 0),
-                           frames_per_clip=annotations["frames_per_clip"], media=args.media)
-        if image is None:
-            missing.append(photo["source"])
-            continue
+    photos, missing = annotated_photos(parser, args)
+    rows = []
+    for name, image, faces in photos:
         start = time.perf_counter()
         persons = detect_scaled(detector, image, args.max_side)
         seconds = time.perf_counter() - start
-        found, strict, stray, n = match(persons, photo["faces"], margin=args.margin,
+        found, strict, stray, n = match(persons, faces, margin=args.margin,
                                         min_confidence=args.min_confidence,
                                         ear_margin=args.ear_margin)
-        name = photo["source"].rsplit("/", 1)[-1] + (f"#{photo['frame']}" if "frame" in photo else "")
-        rows.append({"photo": name, "faces": len(photo["faces"]), "faces_found": found,
+        rows.append({"photo": name, "faces": len(faces), "faces_found": found,
                      "faces_found_strict": strict,
                      "persons": n, "persons_on_no_face": stray, "seconds": round(seconds, 3)})
-        print(f"{name:34s} faces {found:2d}/{len(photo['faces']):2d}   persons {n:2d}, "
+        print(f"{name:34s} faces {found:2d}/{len(faces):2d}   persons {n:2d}, "
               f"on no face {stray:2d}   {seconds:5.2f} s")
-    for source in missing:
-        print(f"skipped (not found; see --media): {source}")
-    if not rows:
-        parser.error("no annotated photo was found: pass --media FOLDER holding the clips")
     faces = sum(r["faces"] for r in rows)
     found = sum(r["faces_found"] for r in rows)
     persons = sum(r["persons"] for r in rows)
