@@ -107,3 +107,21 @@ def test_the_command_line_freezes_what_is_left_before_python_exits(monkeypatch):
             assert done.code == status
         assert len(frozen) == 1
         frozen.clear()
+
+
+def test_workers_fork_from_a_server_that_froze_what_it_imported():
+    """The fork server freezes its objects before forking: a worker's garbage collector never
+    walks what torch and the other libraries made at import, and the server exits at once."""
+    import gc
+    from concurrent.futures import ProcessPoolExecutor
+
+    import pytest
+
+    from gemo.extraction import workers
+
+    context = workers.pool_context(["json"])
+    if context.get_start_method() != "forkserver":
+        pytest.skip("no fork server on this platform: workers are spawned")
+    workers.start_fork_server()
+    with ProcessPoolExecutor(1, mp_context=context) as pool:
+        assert pool.submit(gc.get_freeze_count).result() > 1000

@@ -19,8 +19,10 @@ from multiprocessing.connection import wait as wait_for
 from gemo import extractors
 from gemo.extraction.clip import Outcome, run_clip
 
-# What the fork server imports before forking workers: their set-up, then what they run.
+# What the fork server imports before forking workers: their set-up, then what they run;
+# the sets' own modules come next, and FROZEN, which freezes what they made, last.
 PRELOAD = ("gemo.worker_setup", "gemo.extraction.workers")
+FROZEN = "gemo.extraction.preloaded"
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ def pool_context(modules):
         return get_context("spawn")
     context = get_context("forkserver")
     # Effective when the server starts (the first pool of this process); later pools reuse it.
-    context.set_forkserver_preload([*PRELOAD, *modules])
+    context.set_forkserver_preload([*PRELOAD, *modules, FROZEN])
     return context
 
 
