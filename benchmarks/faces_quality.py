@@ -20,8 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-from pose_faces import annotated_photos, photo_arguments  # benchmarks/pose_faces.py
+from pose_faces import annotated_photos, photo_arguments, scaled_down  # benchmarks/pose_faces.py
 
 from gemo import extractors
 
@@ -70,10 +69,7 @@ def main():
     photos, missing = annotated_photos(parser, args)
     rows = []
     for name, image, faces in photos:
-        height, width = image.shape[:2]
-        scale = min(1.0, settings.max_side / max(height, width)) if settings.max_side else 1.0
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        scaled = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
+        scaled = scaled_down(image, settings.max_side)
         start = time.perf_counter()
         [found] = detector.detect([image], scaled=[scaled])
         seconds = time.perf_counter() - start

@@ -34,8 +34,9 @@ from pathlib import Path
 
 from media import media_seconds, videos  # benchmarks/media.py
 
+from gemo import extractors
+
 ALL_SETS = "frames,pyaudio,egemaps,compare-lld,faces,fer,pose"  # pose needs gemo[pose]
-REQUIRES = {"fer": ["faces"]}  # sets that read another set's cache
 
 
 def manifest(paths, copies, folder):
@@ -75,10 +76,10 @@ def gemo_extract(dataset, workdir, sets, workers, params):
 
 def timed_run(paths, copies, workers, sets, params, scratch):
     """Seconds of `gemo extract --only sets` over ``copies`` links to each clip, in a fresh
-    workspace where the sets they read (``REQUIRES``) were extracted first, untimed."""
+    workspace where the sets they read (their ``requires``) were extracted first, untimed."""
     folder = Path(tempfile.mkdtemp(dir=scratch))
     dataset = manifest(paths, copies, folder / "clips")
-    upstream = [name for name in dict.fromkeys(r for s in sets for r in REQUIRES.get(s, ()))
+    upstream = [name for name in dict.fromkeys(r for s in sets for r in extractors.get(s).requires)
                 if name not in sets]
     if upstream:
         gemo_extract(dataset, folder / "work", upstream, workers,

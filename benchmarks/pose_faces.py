@@ -85,16 +85,23 @@ def annotated_photos(parser, args):
     return found, missing
 
 
-def detect_scaled(detector, image, max_side):
-    """Persons found on ``image`` scaled to ``max_side`` (area averaging, as the decoder scales
-    the pose set's frames), their boxes and keypoints in pixels of ``image``."""
+def scaled_down(image, max_side):
+    """``image`` scaled so that its longer side is at most ``max_side`` (0: as it is), by area
+    averaging, as the decoder scales the frames of the faces and pose sets."""
     height, width = image.shape[:2]
     scale = min(1.0, max_side / max(height, width)) if max_side else 1.0
-    if scale < 1.0:
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
-    [persons] = detector.detect([image])
-    return persons.scaled((width / image.shape[1], height / image.shape[0]))
+    if scale == 1.0:
+        return image
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
+
+
+def detect_scaled(detector, image, max_side):
+    """Persons found on ``image`` scaled to ``max_side``, their boxes and keypoints in pixels
+    of ``image``."""
+    small = scaled_down(image, max_side)
+    [persons] = detector.detect([small])
+    return persons.scaled((image.shape[1] / small.shape[1], image.shape[0] / small.shape[0]))
 
 
 def grown(box, margin, wider=0.0):
