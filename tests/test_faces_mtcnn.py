@@ -106,3 +106,25 @@ def test_detector_takes_frames_scaled_elsewhere():
         detector.detect([image], scaled=[small[::2, ::2]])
     with pytest.raises(GemoError, match="1 scaled images for 2 images"):
         detector.detect([image, image], scaled=[small])
+
+
+@pytest.mark.parametrize("part, shape", [("pnet", (2, 3, 57, 83)), ("rnet", (33, 3, 24, 24)),
+                                         ("onet", (33, 3, 48, 48))])
+def test_nets_compute_what_facenet_pytorchs_compute_bit_for_bit(part, shape):
+    """gemo's own P-, R- and O-Net (facenet-pytorch's would import torchvision) load
+    facenet-pytorch's weight files strictly and give exactly its outputs."""
+    from facenet_pytorch.models import mtcnn as facenet
+
+    from gemo.faces import mtcnn_nets
+
+    theirs = getattr(facenet, part[0].upper() + "Net")(pretrained=True).eval()
+    ours = mtcnn_nets.build(part)
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    images = (torch.rand(shape, generator=torch.Generator().manual_seed(1)) - 0.5) * 2
+    for layout in (torch.contiguous_format, torch.channels_last):  # gemo runs channels-last
+        with torch.no_grad():
+            expected = theirs.to(memory_format=layout)(images.contiguous(memory_format=layout))
+            got = ours.to(memory_format=layout)(images.contiguous(memory_format=layout))
+        assert len(got) == len(expected) == (3 if part == "onet" else 2)
+        for mine, reference in zip(got, expected):
+            assert torch.equal(mine, reference)

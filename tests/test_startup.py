@@ -41,16 +41,20 @@ def test_a_registered_name_is_found_without_importing_the_other_modules():
             raise AssertionError("the modules were not imported")
 
 
-def test_building_the_face_sets_imports_no_training_code():
+def test_building_and_running_the_face_sets_imports_no_training_code_nor_torchvision():
     """The main process builds the extractors and the caches' provenance while the workers'
-    fork server imports: it must not import scikit-learn or gemo's models on the way."""
+    fork server imports: it must not import scikit-learn or gemo's models on the way. Nor
+    may face detection import torchvision (or facenet-pytorch, which imports it): its ops
+    import torch._dynamo, 1.5 s of every start-up."""
     code = (
         "import sys\n"
+        "import numpy as np\n"
         "from gemo import extractors\n"
         "fer = extractors.create('fer')\n"
         "faces = extractors.create('faces')\n"
-        "faces.detector().load()\n"
-        "print(sorted(m for m in ('sklearn', 'gemo.models', 'gemo.folds') if m in sys.modules))\n")
+        "faces.detector().detect([np.full((90, 160, 3), 128, np.uint8)])\n"
+        "print(sorted(m for m in ('sklearn', 'gemo.models', 'gemo.folds', 'torchvision',\n"
+        "                         'facenet_pytorch', 'torch._dynamo') if m in sys.modules))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300, check=True)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr

@@ -47,7 +47,7 @@ class Faces(DetectorSet):
 
     libraries = ("av", "torch", "facenet-pytorch", "pillow")
     modality = "face"
-    modules = ("gemo.faces.mtcnn", "gemo.faces.detect", "facenet_pytorch.models.mtcnn")
+    modules = ("gemo.faces.mtcnn", "gemo.faces.mtcnn_nets", "gemo.faces.detect")
 
     def _create_detector(self):
         from gemo.faces.detect import create_detector

@@ -177,26 +177,24 @@ class MTCNNDetector(Detector):
     parts = ("pnet", "rnet", "onet")
 
     def _load(self):
-        # slow imports (facenet-pytorch pulls in torchvision): first use only; gemo.faces.mtcnn
-        # registers the weight entries found below
-        from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
-
+        # on first use: torch's import is slow; gemo.faces.mtcnn registers the weight entries
         from gemo.faces import mtcnn  # noqa: F401
+        from gemo.faces import mtcnn_nets
 
         folder = self.weights  # None: the usual places, then facenet-pytorch's own data folder
         if folder is not None and not os.path.isdir(folder):
             raise GemoError(f"MTCNN weights: {folder} is not a folder holding "
                             "pnet.pt, rnet.pt and onet.pt")
         nets, sources = [], []
-        for part, Net in zip(self.parts, (PNet, RNet, ONet)):
+        for part in self.parts:
             path = pretrained.find(f"mtcnn.{part}", folder=folder)
             state, source = pretrained.load_file(path)
-            net = Net(pretrained=False)
+            net = mtcnn_nets.build(part)
             pretrained.check_state_dict(state, net, source=str(path))
             net.load_state_dict(state)
             # Channels-last makes the convolutions and poolings 1.7-2.5x faster on CPU;
             # results change by float rounding only.
-            nets.append(net.eval().to(self.device, memory_format=torch.channels_last))
+            nets.append(net.to(self.device, memory_format=torch.channels_last))
             sources.append(source)
         self._nets = tuple(nets)
         return sources

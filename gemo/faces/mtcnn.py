@@ -1,4 +1,4 @@
-"""MTCNN's three-stage cascade (Zhang et al. 2016) over facenet-pytorch's networks.
+"""MTCNN's three-stage cascade (Zhang et al. 2016) with facenet-pytorch's weights.
 
 The stages, thresholds and box arithmetic follow facenet-pytorch's ``detect_face``;
 the parts that took most of its CPU time outside the networks are done differently,
@@ -20,9 +20,8 @@ with its box; there the crops and boxes fell out of step.
 
 import numpy as np
 import torch
-from torchvision.ops import batched_nms
-
 from gemo import pretrained
+from gemo.faces.nms import batched_nms
 
 THRESHOLDS = (0.6, 0.7, 0.7)  # P-Net, R-Net, O-Net scores, as in facenet-pytorch
 SIZES = {"pnet": 12, "rnet": 24, "onet": 48}  # P-Net's window, R-Net's and O-Net's crops

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import nms
 
 from gemo import pretrained
+from gemo.faces.nms import nms
 from gemo.files import sha256_file
 
 WEIGHTS = "retinaface.mobilenet0.25"
