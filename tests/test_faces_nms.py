@@ -31,3 +31,15 @@ def test_nms_keeps_the_best_of_overlapping_boxes_first():
     assert nms.nms(boxes, scores, 0.5).tolist() == [1, 2]
     boxes, scores, _ = _boxes(500, 1, seed=3)
     assert torch.equal(nms.nms(boxes, scores, 0.4), torchvision.ops.nms(boxes, scores, 0.4))
+
+
+def test_where_the_extension_library_is_not_found_torchvision_itself_is_imported(monkeypatch):
+    monkeypatch.setattr(nms, "_LIBRARIES", ("_no_such_library",))
+    nms._kernel.cache_clear()
+    try:
+        assert nms._kernel() is torchvision.ops.nms
+        boxes, scores, owner = _boxes(300, 3, seed=5)
+        expected = torchvision.ops.batched_nms(boxes, scores, owner, 0.5)
+        assert torch.equal(nms.batched_nms(boxes, scores, owner, 0.5), expected)
+    finally:
+        nms._kernel.cache_clear()  # the next caller loads the library again
