@@ -21,18 +21,11 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core, like each of gemo's pool workers
 
-import av
-from media import media_seconds, videos  # benchmarks/media.py
+from media import decode_probe, media_seconds, videos  # benchmarks/media.py
 
 from gemo import extractors
 from gemo.data.media import MediaError
 from gemo.extraction import run_clip
-
-
-def full_decode(path):
-    with av.open(str(path)) as container:
-        for _ in container.decode(*container.streams):
-            pass
 
 
 def timed(function, paths, repeat):
@@ -77,7 +70,7 @@ def main():
     seconds_of_media = media_seconds(paths)
     results = {"clips": len(paths), "media_seconds": round(seconds_of_media, 2), "params": args.param,
                "sets": {}}
-    decode = timed(full_decode, paths, args.repeat)
+    decode = decode_probe(paths, passes=args.repeat)
     results["full_decode_s"] = round(decode, 3)
     print(f"{len(paths)} clips, {seconds_of_media:.1f} s of media")
     print(f"{'full decode':20s} {decode:7.3f} s  {decode / len(paths):6.3f} s/clip  "

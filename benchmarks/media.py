@@ -1,4 +1,7 @@
-"""The benchmarks' view of a folder of real clips: which videos, how many seconds."""
+"""The benchmarks' view of a folder of real clips: which videos, how many seconds, and how
+fast this machine decodes them right now."""
+
+import time
 
 import av
 
@@ -18,3 +21,26 @@ def media_seconds(paths):
         with av.open(str(path)) as container:
             total += container.duration / av.time_base
     return total
+
+
+def full_decode(path):
+    """Decode every frame of every stream of ``path``, converting nothing."""
+    with av.open(str(path)) as container:
+        for _ in container.decode(*container.streams):
+            pass
+
+
+def decode_probe(paths, *, passes=3):
+    """Best seconds of ``passes`` full decodes of ``paths`` on one thread of this process.
+
+    Shared machines slow down and speed up by a third from one minute to the next; a probe
+    taken beside each measurement says which figures were measured on a machine of the same
+    speed. Decoding is a fifth of a clip's work and slows with the rest.
+    """
+    best = float("inf")
+    for _ in range(passes):
+        start = time.perf_counter()
+        for path in paths:
+            full_decode(path)
+        best = min(best, time.perf_counter() - start)
+    return best

@@ -15,7 +15,9 @@ count runs twice, over links to the clips under new ids (same content):
   ``copies x media seconds / wall(copies)``;
 - **steady state** is clip work alone, the difference of the two runs:
   ``(copies - 1) x media seconds / (wall(copies) - wall(1))``;
-- **start-up** is what the single pass took beyond its share of clip work.
+- **start-up** is what the single pass took beyond its share of clip work;
+- **probe** is how long this process took to decode the clips once (best of three, one
+  thread) just before the row: the machine's speed then. Compare rows whose probes agree.
 
 ``--per-set`` also runs each set alone (a set that reads another's cache, such
 as fer, runs on a workspace where that set was extracted first, untimed), then
@@ -32,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from media import media_seconds, videos  # benchmarks/media.py
+from media import decode_probe, media_seconds, videos  # benchmarks/media.py
 
 from gemo import extractors
 
@@ -130,18 +132,19 @@ def main():
     print(f"{len(paths)} clips, {seconds:.1f} s of media; {args.copies} copies in the long run "
           f"({args.copies * len(paths)} clips) {' '.join(args.param)}")
     print(f"{'sets':<44} {'workers':>7} {'wall x1':>8} {'wall xN':>8} {'end to end':>10} "
-          f"{'steady':>7} {'start-up':>8}")
+          f"{'steady':>7} {'start-up':>8} {'probe':>6}")
     with tempfile.TemporaryDirectory() as scratch:
         for group in groups:
             for workers in counts:
-                row = {"sets": group, "workers": workers,
+                probe = decode_probe(paths)
+                row = {"sets": group, "workers": workers, "probe_s": round(probe, 3),
                        **measure(paths, seconds, group, workers, args.copies, args.param, scratch)}
                 results["runs"].append(row)
                 steady = f"{row['steady_rtf']:6.1f}x" if row["steady_rtf"] else "    n/a"
                 label = ",".join(group) if len(group) < len(sets) or len(sets) == 1 else "all"
                 print(f"{label:<44} {workers:7d} {row['wall_once_s']:7.2f}s "
                       f"{row[f'wall_x{args.copies}_s']:7.2f}s {row['end_to_end_rtf']:9.1f}x "
-                      f"{steady} {row['startup_s']:7.2f}s", flush=True)
+                      f"{steady} {row['startup_s']:7.2f}s {probe:5.2f}s", flush=True)
             rows = [r for r in results["runs"] if r["sets"] == group]
             if 1 in counts and len(counts) > 1:
                 one, most = rows[counts.index(1)], rows[counts.index(max(counts))]
