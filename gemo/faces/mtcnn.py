@@ -20,6 +20,7 @@ with its box; there the crops and boxes fell out of step.
 
 import numpy as np
 import torch
+
 from gemo import pretrained
 from gemo.faces.nms import batched_nms
 
