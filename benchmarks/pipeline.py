@@ -1,7 +1,8 @@
 """Throughput of `gemo extract` itself, as a user runs it: end to end and in steady state.
 
     python benchmarks/pipeline.py CLIPS [--match 'Test_*'] [--workers 1,2] [--copies 20]
-                                        [--sets frames,faces] [--per-set] [--json out.json]
+                                        [--sets frames,faces] [--per-set] [--repeat 5]
+                                        [--json out.json]
 
 Each run is `gemo extract --workers N` in a fresh process and a fresh
 workspace: start-up (imports, the workers' fork server, networks loading),
@@ -22,12 +23,18 @@ count runs twice, over links to the clips under new ids (same content):
 ``--per-set`` also runs each set alone (a set that reads another's cache, such
 as fer, runs on a workspace where that set was extracted first, untimed), then
 all of them together. The links live in a temporary folder, removed afterwards.
+
+``--repeat N`` runs the whole table N times, row after row (so a slow minute of a
+shared machine falls on different rows each time), then gives per row the lowest,
+median and highest end-to-end and steady factors: on a shared machine, single runs
+of the same code differ by a fifth or more.
 """
 
 import argparse
 import csv
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -100,6 +107,18 @@ def measure(paths, seconds, sets, workers, copies, params, scratch):
             "startup_s": round(once - per_pass, 2), "failed_clips": failed}
 
 
+def label_of(group, sets):
+    return ",".join(group) if len(group) < len(sets) or len(sets) == 1 else "all"
+
+
+def spread(values, unit):
+    """``lowest / median / highest`` of ``values``, e.g. ``7.9x / 8.3x / 10.5x``."""
+    if not values:
+        return "n/a"
+    return " / ".join(f"{v:.1f}{unit}" if unit == "x" else f"{v:.2f}{unit}"
+                      for v in (min(values), statistics.median(values), max(values)))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -115,6 +134,8 @@ def main():
                         help="links per clip in the long run (20 x 3 VGAF clips: 60 clips)")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="SET.KEY=VALUE",
                         help="extractor parameter passed to gemo extract, e.g. -p faces.count=5")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run the whole table N times, rows in turns, and summarise each row")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     paths = videos(args.folder, args.match)
@@ -122,6 +143,8 @@ def main():
         parser.error(f"no video files matching {args.match!r} in {args.folder}")
     if args.copies < 2:
         parser.error("--copies must be at least 2")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     sets = args.sets.split(",")
     counts = [int(w) for w in args.workers.split(",")]
     groups = ([[name] for name in sets] if args.per_set and len(sets) > 1 else []) + [sets]
@@ -134,24 +157,35 @@ def main():
     print(f"{'sets':<44} {'workers':>7} {'wall x1':>8} {'wall xN':>8} {'end to end':>10} "
           f"{'steady':>7} {'start-up':>8} {'probe':>6}")
     with tempfile.TemporaryDirectory() as scratch:
+        for turn in range(args.repeat):
+            for group in groups:
+                for workers in counts:
+                    probe = decode_probe(paths)
+                    row = {"sets": group, "workers": workers, "turn": turn, "probe_s": round(probe, 3),
+                           **measure(paths, seconds, group, workers, args.copies, args.param,
+                                     scratch)}
+                    results["runs"].append(row)
+                    steady = f"{row['steady_rtf']:6.1f}x" if row["steady_rtf"] else "    n/a"
+                    print(f"{label_of(group, sets):<44} {workers:7d} {row['wall_once_s']:7.2f}s "
+                          f"{row[f'wall_x{args.copies}_s']:7.2f}s {row['end_to_end_rtf']:9.1f}x "
+                          f"{steady} {row['startup_s']:7.2f}s {probe:5.2f}s", flush=True)
+                rows = [r for r in results["runs"] if r["sets"] == group and r["turn"] == turn]
+                if 1 in counts and len(counts) > 1:
+                    one, most = rows[counts.index(1)], rows[counts.index(max(counts))]
+                    print(f"{'':<44} {max(counts)} workers vs 1: "
+                          f"{one[f'wall_x{args.copies}_s'] / most[f'wall_x{args.copies}_s']:.2f}x "
+                          f"end to end, {one['steady_s_per_pass'] / most['steady_s_per_pass']:.2f}x "
+                          f"steady")
+    if args.repeat > 1:
+        print(f"\nover {args.repeat} turns: lowest / median / highest")
+        print(f"{'sets':<44} {'workers':>7} {'end to end':>23} {'steady':>23} {'probe':>20}")
         for group in groups:
             for workers in counts:
-                probe = decode_probe(paths)
-                row = {"sets": group, "workers": workers, "probe_s": round(probe, 3),
-                       **measure(paths, seconds, group, workers, args.copies, args.param, scratch)}
-                results["runs"].append(row)
-                steady = f"{row['steady_rtf']:6.1f}x" if row["steady_rtf"] else "    n/a"
-                label = ",".join(group) if len(group) < len(sets) or len(sets) == 1 else "all"
-                print(f"{label:<44} {workers:7d} {row['wall_once_s']:7.2f}s "
-                      f"{row[f'wall_x{args.copies}_s']:7.2f}s {row['end_to_end_rtf']:9.1f}x "
-                      f"{steady} {row['startup_s']:7.2f}s {probe:5.2f}s", flush=True)
-            rows = [r for r in results["runs"] if r["sets"] == group]
-            if 1 in counts and len(counts) > 1:
-                one, most = rows[counts.index(1)], rows[counts.index(max(counts))]
-                print(f"{'':<44} {max(counts)} workers vs 1: "
-                      f"{one[f'wall_x{args.copies}_s'] / most[f'wall_x{args.copies}_s']:.2f}x "
-                      f"end to end, {one['steady_s_per_pass'] / most['steady_s_per_pass']:.2f}x "
-                      f"steady")
+                rows = [r for r in results["runs"] if r["sets"] == group and r["workers"] == workers]
+                print(f"{label_of(group, sets):<44} {workers:7d} "
+                      f"{spread([r['end_to_end_rtf'] for r in rows], 'x'):>23} "
+                      f"{spread([r['steady_rtf'] for r in rows if r['steady_rtf']], 'x'):>23} "
+                      f"{spread([r['probe_s'] for r in rows], 's'):>20}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
