@@ -16,30 +16,15 @@ start-up are measured by benchmarks/pipeline.py.
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core, like each of gemo's pool workers
 
-from media import decode_probe, media_seconds, videos  # benchmarks/media.py
+from media import decode_probe, media_seconds, timed, videos  # benchmarks/media.py
 
 from gemo import extractors
 from gemo.data.media import MediaError
 from gemo.extraction import run_clip
-
-
-def timed(function, paths, repeat):
-    """Best total seconds of ``repeat`` passes of ``function`` over ``paths``."""
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        for path in paths:
-            try:
-                function(path)
-            except MediaError:
-                pass  # e.g. no audio stream: counted in time, reported separately
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def main():

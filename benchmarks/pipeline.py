@@ -111,12 +111,12 @@ def label_of(group, sets):
     return ",".join(group) if len(group) < len(sets) or len(sets) == 1 else "all"
 
 
-def spread(values, unit):
-    """``lowest / median / highest`` of ``values``, e.g. ``7.9x / 8.3x / 10.5x``."""
+def spread(values, form):
+    """``lowest / median / highest`` of ``values``, each written by ``form``: ``"{:.1f}x"``
+    gives ``7.9x / 8.3x / 10.5x``."""
     if not values:
         return "n/a"
-    return " / ".join(f"{v:.1f}{unit}" if unit == "x" else f"{v:.2f}{unit}"
-                      for v in (min(values), statistics.median(values), max(values)))
+    return " / ".join(form.format(v) for v in (min(values), statistics.median(values), max(values)))
 
 
 def main():
@@ -183,9 +183,9 @@ def main():
             for workers in counts:
                 rows = [r for r in results["runs"] if r["sets"] == group and r["workers"] == workers]
                 print(f"{label_of(group, sets):<44} {workers:7d} "
-                      f"{spread([r['end_to_end_rtf'] for r in rows], 'x'):>23} "
-                      f"{spread([r['steady_rtf'] for r in rows if r['steady_rtf']], 'x'):>23} "
-                      f"{spread([r['probe_s'] for r in rows], 's'):>20}")
+                      f"{spread([r['end_to_end_rtf'] for r in rows], '{:.1f}x'):>23} "
+                      f"{spread([r['steady_rtf'] for r in rows if r['steady_rtf']], '{:.1f}x'):>23} "
+                      f"{spread([r['probe_s'] for r in rows], '{:.2f}s'):>20}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
