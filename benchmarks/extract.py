@@ -20,7 +20,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core, like each of gemo's pool workers
 
-from media import decode_probe, media_seconds, timed, videos  # benchmarks/media.py
+from media import decode_probe, machine, media_seconds, timed, videos  # benchmarks/media.py
 
 from gemo import extractors
 from gemo.data.media import MediaError
@@ -54,7 +54,8 @@ def main():
         parser.error(f"no video files matching {args.match!r} in {args.folder}")
     seconds_of_media = media_seconds(paths)
     results = {"clips": len(paths), "media_seconds": round(seconds_of_media, 2), "params": args.param,
-               "sets": {}}
+               "machine": machine(), "sets": {}}
+    print(", ".join(f"{key} {value}" for key, value in results["machine"].items()))
     decode = decode_probe(paths, passes=args.repeat)
     results["full_decode_s"] = round(decode, 3)
     print(f"{len(paths)} clips, {seconds_of_media:.1f} s of media")

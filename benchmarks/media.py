@@ -1,6 +1,8 @@
 """The benchmarks' view of a folder of real clips: which videos, how many seconds, and how
 fast this machine decodes them right now."""
 
+import os
+import platform
 import time
 
 import av
@@ -53,3 +55,23 @@ def decode_probe(paths, *, passes=3):
     speed. Decoding is a fifth of a clip's work and slows with the rest.
     """
     return timed(full_decode, paths, passes)
+
+
+def machine():
+    """What this machine is: the CPU's model, its cores and the widest vector instructions
+    torch uses. Two machines of the same kind here differed twofold in every set's speed, so
+    figures are compared only between runs on the same CPU.
+
+    >>> machine()                                                      # doctest: +SKIP
+    {'cpu': 'AMD EPYC', 'cores': 2, 'torch_cpu': 'AVX2'}
+    """
+    import torch  # 2 s, so only when asked
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info
+                       if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass  # not Linux: platform's answer
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_cpu": torch.backends.cpu.get_cpu_capability()}

@@ -41,7 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from media import decode_probe, media_seconds, videos  # benchmarks/media.py
+from media import decode_probe, machine, media_seconds, videos  # benchmarks/media.py
 
 from gemo import extractors
 
@@ -150,8 +150,8 @@ def main():
     groups = ([[name] for name in sets] if args.per_set and len(sets) > 1 else []) + [sets]
     seconds = media_seconds(paths)
     results = {"clips": [p.name for p in paths], "media_seconds": round(seconds, 2),
-               "params": args.param, "copies": args.copies, "cpu_count": os.cpu_count(),
-               "runs": []}
+               "params": args.param, "copies": args.copies, "machine": machine(), "runs": []}
+    print(", ".join(f"{key} {value}" for key, value in results["machine"].items()))
     print(f"{len(paths)} clips, {seconds:.1f} s of media; {args.copies} copies in the long run "
           f"({args.copies * len(paths)} clips) {' '.join(args.param)}")
     print(f"{'sets':<44} {'workers':>7} {'wall x1':>8} {'wall xN':>8} {'end to end':>10} "
