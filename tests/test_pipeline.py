@@ -82,3 +82,21 @@ def test_demo_fusion_beats_single_models(tmp_path):
     result = evaluate(workspace=workspace, split="val", progress=False)
     n = result["models"]["fusion-fc-embeddings"]["n"]
     assert result["models"]["fusion-fc-embeddings"]["accuracy"] >= best - 1 / n - 1e-9
+
+
+@pytest.mark.slow
+def test_demo_trains_the_same_models_side_by_side(tmp_path):
+    """The demo's three trainings in 2 processes give the scores they give one after another."""
+    from gemo.demo import MODELS, run_demo
+
+    tables = {}
+    for workers in (1, 2):
+        run_demo(tmp_path / str(workers), clips_per_class=6, workers=workers, progress=False)
+        workspace = Workspace(tmp_path / str(workers) / "work")
+        tables[workers] = {path.name: load_scores(path)
+                           for path in sorted(workspace.scores_dir.glob("*"))}
+    assert len(tables[1]) == len(MODELS) + 1  # and the SVM fusion
+    assert tables[1].keys() == tables[2].keys()
+    for name, table in tables[1].items():
+        np.testing.assert_array_equal(table.ids, tables[2][name].ids)
+        np.testing.assert_array_equal(table.probs, tables[2][name].probs)

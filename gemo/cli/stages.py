@@ -385,7 +385,8 @@ def evaluate(split, json_path, ablate, by, group_size_from, embedding_maps, quie
               help="Train clips per class of the synthetic data.")
 @click.option("--seed", type=int, cls=ApiOption, stage="demo")
 @click.option("--workers", type=click.IntRange(1), cls=ApiOption, stage="demo",
-              help="Extraction worker processes (default: the machine's cores).")
+              help="Processes for extraction, and for training the three models side by side "
+              "(default: the machine's cores).")
 def demo(directory, clips_per_class, seed, workers):
     """Run the whole pipeline on built-in synthetic data and show the report.
 
