@@ -80,12 +80,22 @@ def _train_models(workspace, *, seed, workers, progress):
     context = pool.pool_context(("gemo.training.run",))
     if context.get_start_method() == "forkserver":
         pool.start_fork_server()
-    with (status(f"training {len(jobs)} models in {processes} processes", enabled=progress),
-          ProcessPoolExecutor(processes, mp_context=context) as executor):
-        futures = [executor.submit(train, **job, progress=False) for job in jobs]
-        for future in as_completed(futures):
-            summary = future.result()
-            if progress:
-                accuracy = summary["val_accuracy"]
-                log(f"trained {summary['name']} in {summary['seconds']:.0f} s"
-                    + ("" if accuracy is None else f", val accuracy {accuracy:.3f}"))
+    executor = ProcessPoolExecutor(processes, mp_context=context,
+                                   initializer=pool.exit_with_parent)
+    try:
+        with status(f"training {len(jobs)} models in {processes} processes", enabled=progress):
+            futures = [executor.submit(train, **job, progress=False) for job in jobs]
+            for future in as_completed(futures):
+                summary = future.result()
+                if progress:
+                    accuracy = summary["val_accuracy"]
+                    log(f"trained {summary['name']} in {summary['seconds']:.0f} s"
+                        + ("" if accuracy is None else f", val accuracy {accuracy:.3f}"))
+    except BaseException:
+        # Ctrl-C or a model that failed: stop the others now. The pool's shutdown, even
+        # without waiting, joins its processes at exit, which would wait for them to finish.
+        for process in list(executor._processes.values()):  # the pool's only record of them
+            process.terminate()
+        executor.shutdown(wait=False, cancel_futures=True)
+        raise
+    executor.shutdown()

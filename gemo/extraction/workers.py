@@ -61,13 +61,7 @@ def init_worker(specs):
     global _START_ERROR
     import gemo.worker_setup  # noqa: F401  (before torch; a no-op where the server did it)
 
-    sentinel = multiprocessing.parent_process().sentinel
-
-    def watch():
-        wait_for([sentinel])
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
+    exit_with_parent()
     try:
         chosen = worker_extractors(specs)
     except Exception as error:  # noqa: BLE001  e.g. a set registered in the main process only
@@ -78,6 +72,21 @@ def init_worker(specs):
             extractor.load()
         except Exception:  # noqa: BLE001  the same error is recorded per clip, where it is clear
             pass
+
+
+def exit_with_parent():
+    """Make this pool worker exit as soon as its parent process dies, however it dies.
+
+    A killed run must leave no orphans computing on: a thread waits on the parent's sentinel,
+    which closes when the parent dies. Pools take it as their ``initializer``.
+    """
+    sentinel = multiprocessing.parent_process().sentinel
+
+    def watch():
+        wait_for([sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def run_in_worker(specs, path, inputs):
