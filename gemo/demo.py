@@ -6,12 +6,16 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from gemo.data.synth import make_dataset
+from gemo.errors import GemoError
 from gemo.evaluation import evaluate
 from gemo.extraction import extract
 from gemo.fusion import fuse
 from gemo.progress import console, log, progress_bar, results, status
 from gemo.training import train
 from gemo.workspace import Workspace
+
+
+MIN_CLIPS_PER_CLASS = 6  # 5 left the SVM fusion a split without some class
 
 
 def run_demo(directory, *, clips_per_class=24, seed=0, workers=None, progress=True):
@@ -28,6 +32,9 @@ def run_demo(directory, *, clips_per_class=24, seed=0, workers=None, progress=Tr
 
     >>> result = run_demo("gemo-demo")         # doctest: +SKIP
     """
+    if clips_per_class < MIN_CLIPS_PER_CLASS:
+        raise GemoError(f"the demo needs clips_per_class >= {MIN_CLIPS_PER_CLASS} (5-fold "
+                        "cross-fitting, then the SVM fusion's own cross-validation)")
     started = time.perf_counter()
     directory = Path(directory)
     data, workspace = directory / "data", Workspace(directory / "work")

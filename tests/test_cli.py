@@ -310,3 +310,11 @@ def test_the_command_line_starts_without_torch():
     code = "import sys, gemo.cli; print('torch' in sys.modules, 'sklearn' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_demo_refuses_too_few_clips_before_writing_anything(tmp_path):
+    """5 clips a class would fail after synthesis and extraction, at the SVM fusion."""
+    result = invoke("demo", tmp_path / "demo", "--clips-per-class", 5)
+    assert result.exit_code == 2
+    assert "clips_per_class >= 6" in result.stderr
+    assert not (tmp_path / "demo").exists()

@@ -381,8 +381,9 @@ def evaluate(split, json_path, ablate, by, group_size_from, embedding_maps, quie
 @cli.command()
 @click.argument("directory", required=False, default="gemo-demo",
                 type=click.Path(file_okay=False, path_type=Path))
-@click.option("--clips-per-class", type=click.IntRange(3), cls=ApiOption, stage="demo",
-              help="Train clips per class of the synthetic data.")
+@click.option("--clips-per-class", type=int, cls=ApiOption, stage="demo",
+              help="Train clips per class of the synthetic data (at least 6: 5-fold "
+              "cross-fitting, then the SVM fusion's own cross-validation).")
 @click.option("--seed", type=int, cls=ApiOption, stage="demo")
 @click.option("--workers", type=click.IntRange(1), cls=ApiOption, stage="demo",
               help="Processes for extraction, and for training the three models side by side "
