@@ -84,9 +84,7 @@ def _train_models(workspace, *, seed, workers, progress):
     # Forked from the extraction's fork server, which has imported torch already.
     from gemo.extraction import workers as pool
 
-    context = pool.pool_context(("gemo.training.run",))
-    if context.get_start_method() == "forkserver":
-        pool.start_fork_server()
+    context = pool.started_pool_context(("gemo.training.run",))
     executor = ProcessPoolExecutor(processes, mp_context=context,
                                    initializer=pool.exit_with_parent)
     try:

@@ -54,8 +54,8 @@ class LocalPool:
         run beside this process's own set-up, not after it; :meth:`start` forks the
         workers from it later.
         """
-        if workers > 1 and worker.pool_context(modules).get_start_method() == "forkserver":
-            worker.start_fork_server()
+        if workers > 1:
+            worker.started_pool_context(modules)
 
     def __enter__(self):
         return self

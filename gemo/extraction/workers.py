@@ -126,6 +126,14 @@ def pool_context(modules):
     return context
 
 
+def started_pool_context(modules):
+    """:func:`pool_context` of ``modules``, with its fork server started where it has one."""
+    context = pool_context(modules)
+    if context.get_start_method() == "forkserver":
+        start_fork_server()
+    return context
+
+
 def start_fork_server():
     """Start the fork server (if not running) with this process's module path.
 
