@@ -11,6 +11,7 @@ import dataclasses
 import doctest
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -66,6 +67,29 @@ def test_yolo_finds_each_person_with_the_head_at_the_top(yolo, photo):
         assert np.all((head[:, 1] > y1) & (head[:, 1] < y1 + 0.4 * (y2 - y1)))
     if expected == 2:  # one astronaut in each half, the boxes apart
         assert sorted(persons.boxes[:, 0] < image.shape[1] / 2) == [False, True]
+
+
+@needs_yolo
+def test_yolo_imports_no_torchvision_and_finds_what_torchvisions_nms_finds():
+    # torchvision costs every extraction worker 1.1 s of start-up; ultralytics takes
+    # torchvision's NMS only once it is imported, so both ways are run and compared.
+    code = """if True:
+        import sys, numpy as np
+        from skimage import data
+        from gemo.pose.detect import create_detector
+        image = np.concatenate([data.astronaut(), data.astronaut()[:, ::-1]], axis=1)
+        yolo = create_detector("yolo")
+        [alone] = yolo.detect([image])
+        print(len(alone), "torchvision" in sys.modules)
+        import torchvision
+        [nms] = yolo.detect([image])
+        print(all(np.array_equal(getattr(alone, k), getattr(nms, k))
+                  for k in ("boxes", "scores", "keypoints")))
+    """
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["2", "False", "True"]
 
 
 @needs_yolo

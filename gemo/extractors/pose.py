@@ -47,7 +47,9 @@ class Pose(DetectorSet):
     modality = "pose"
     # ultralytics is optional: the fork server skips a missing module, but the test that
     # every listed module imports would not, so only the always-installed ones are listed.
-    modules = ("gemo.pose.detect", "torchvision.models.detection")
+    # torchvision is left out: yolo runs without it (see YOLODetector), and importing it
+    # costs 1.1 s of start-up; keypointrcnn imports it in each worker.
+    modules = ("gemo.pose.detect",)
 
     def _create_detector(self):
         from gemo.pose.detect import create_detector

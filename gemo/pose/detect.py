@@ -232,6 +232,10 @@ class YOLODetector(PoseDetector):
         else:
             path = pretrained.find(YOLO, folder=weights)
         self._net = Model(str(path), task="pose")
+        # The predictor's warm-up runs the network once more on the first batch and imports
+        # torchvision (for its NMS; with torch._dynamo, 1.1 s of start-up in every process).
+        # Without it ultralytics takes its own NMS, which keeps the same boxes.
+        self._net.add_callback("on_predict_start", _skip_warm_up)
         return {"file": str(path), "name": YOLO, "sha256": pretrained.get(YOLO).sha256}
 
     def _detect_batch(self, images):
@@ -241,3 +245,7 @@ class YOLODetector(PoseDetector):
                                     verbose=False)
         return [(r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy(),
                  r.keypoints.data.cpu().numpy()) for r in results]
+
+
+def _skip_warm_up(predictor):
+    predictor.done_warmup = True
