@@ -1,10 +1,10 @@
 """`gemo demo`: the whole pipeline on built-in synthetic data, ending with the report."""
 
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
+from gemo import threads
 from gemo.data.synth import make_dataset
 from gemo.errors import GemoError
 from gemo.evaluation import evaluate
@@ -74,7 +74,7 @@ def _train_models(workspace, *, seed, workers, progress):
     they give the same models as one after another, on 2 cores in 0.6x the time. Their
     progress bars would fight over the terminal: a line per finished model instead.
     """
-    processes = min(workers or os.cpu_count() or 1, len(MODELS))
+    processes = min(threads.processes(workers), len(MODELS))
     jobs = [{"workspace": workspace.root, "modality": modality, "features": features,
              "seed": seed} for modality, features in MODELS]
     if processes == 1:

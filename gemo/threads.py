@@ -33,6 +33,15 @@ def count():
     return int(value)
 
 
+def processes(workers=None):
+    """Worker processes to run: ``workers``, or one per core when it is None (or 0).
+
+    >>> processes(3), processes() == (os.cpu_count() or 1)
+    (3, True)
+    """
+    return workers or os.cpu_count() or 1
+
+
 @contextmanager
 def limited(*, torch=True):
     """Inside, :func:`count` threads for torch (imported here unless ``torch=False``) and for

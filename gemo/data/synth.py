@@ -28,7 +28,6 @@ Same seed -> byte-identical files (x264 runs single-threaded, muxer bitexact).
 """
 
 import json
-import os
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from multiprocessing import get_context
@@ -39,6 +38,7 @@ import numpy as np
 from av.codec.context import Flags
 from scipy.signal import lfilter
 
+from gemo import threads
 from gemo.data.cartoon import CLASS_EXPRESSIONS, draw_face
 from gemo.files import atomic_write, write_text
 from gemo.labels import CLASSES, vgaf_code
@@ -74,7 +74,7 @@ def make_dataset(out, *, clips_per_class=8, seed=0, duration=5.0, width=320, hei
     jobs = [(out / clip["split"] / f"{clip['id']}.mp4", clip.pop("seed"), clip.pop("style"), dict(clip),
              dict(duration=duration, width=width, height=height, fps=fps, sample_rate=sample_rate))
             for clip in clips]
-    workers = workers or os.cpu_count() or 1
+    workers = threads.processes(workers)
     parallel = workers > 1
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) if parallel else nullcontext() as pool:
         results = pool.map(_render, jobs) if pool else map(_render, jobs)

@@ -5,11 +5,10 @@ counts as done once its ``complete`` mark is flushed, so an interrupted run
 loses at most the clips in flight, and the next run redoes only those.
 """
 
-import os
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
-from gemo import extractors
+from gemo import extractors, threads
 from gemo.cache.store import CacheMismatch, FeatureCache, fingerprint_file, same_source
 from gemo.device import resolve_device
 from gemo.errors import GemoError
@@ -56,7 +55,7 @@ def extract(*, workspace, dataset=None, sets=DEFAULT_SETS, params=None, workers=
     unknown = sorted(set(params) - set(sets))
     if unknown:
         raise GemoError(f"parameters given for set(s) not extracted: {', '.join(unknown)}")
-    size = workers or os.cpu_count() or 1
+    size = threads.processes(workers)
     if _work_likely(workspace, sets, index.clips, overwrite):
         # The workers' libraries take seconds to import: the pool's fork server starts on
         # them now, beside this process's own imports (extractors, provenance).
