@@ -319,6 +319,38 @@ def test_one_decoding_pass_picks_the_frames_of_every_count(tmp_path, monkeypatch
     assert extra.shape == (2, 16, 16, 3)
 
 
+def test_frames_are_converted_on_one_thread_with_the_values_of_many(tmp_path, monkeypatch):
+    """PyAV's default scales each frame on a new thread per core; a worker asks for one (the
+    values do not depend on it)."""
+    from gemo.data import media
+
+    clip = make_clip(tmp_path / "a.mp4", seconds=2.0, size=(96, 64))
+    asked = []
+
+    class Spy:  # a decoded frame that records how it is converted
+        def __init__(self, frame):
+            self.frame = frame
+
+        def __getattr__(self, name):
+            return getattr(self.frame, name)
+
+        def to_ndarray(self, **kwargs):
+            asked.append(kwargs.get("threads"))
+            default = {key: value for key, value in kwargs.items() if key != "threads"}
+            np.testing.assert_array_equal(self.frame.to_ndarray(**kwargs),
+                                          self.frame.to_ndarray(**default, threads=2))
+            return self.frame.to_ndarray(**kwargs)
+
+    pick = media._pick_frames
+    monkeypatch.setattr(media, "_pick_frames", lambda *args: {
+        count: ([Spy(frame) for frame in frames], times)
+        for count, (frames, times) in pick(*args).items()})
+    clip_media = media.Media(clip)
+    assert clip_media.frames(count=3, size=32)[0].shape == (3, 32, 32, 3)  # scaled
+    assert clip_media.frames(count=2, max_side=0)[0].shape == (2, 64, 96, 3)  # as stored
+    assert asked == [1] * 5
+
+
 def test_a_decode_error_reaches_every_set_without_a_second_try(tmp_path, monkeypatch):
     from gemo.data import media
     from gemo.extraction import run_clip
@@ -472,3 +504,4 @@ def test_executors_are_registered_by_name(synth_data, tmp_path, enter):
     [report] = extract(workspace=Workspace(tmp_path / "b"), dataset=synth_data, sets=["pyaudio"],
                        executor="recording-test", workers=1, progress=False)
     assert report.extracted == len(seen) > 0
+

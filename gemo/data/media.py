@@ -224,10 +224,13 @@ def _to_rgb(frame, size, max_side=None):
         scale = min(1.0, max_side / max(frame.width, frame.height)) if max_side else 1.0
         width = max(1, round(frame.width * scale))
         height = max(1, round(frame.height * scale))
+    # One thread, as the decoder: PyAV 17+ scales on a new pool of one thread per core for
+    # every frame, and each hand-off to a core the other worker holds waits for it.
     if (width, height) == (frame.width, frame.height):
-        rgb = frame.to_ndarray(format="rgb24")
+        rgb = frame.to_ndarray(format="rgb24", threads=1)
     else:
-        rgb = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
+        rgb = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA",
+                               threads=1)
     if turns:
         rgb = np.ascontiguousarray(np.rot90(rgb, turns))
     return rgb
