@@ -505,3 +505,22 @@ def test_executors_are_registered_by_name(synth_data, tmp_path, enter):
                        executor="recording-test", workers=1, progress=False)
     assert report.extracted == len(seen) > 0
 
+
+def test_freed_heap_is_kept_for_the_next_clip_up_to_a_bound():
+    from gemo.extraction import memory
+
+    if memory.free_heap() == 0:
+        pytest.skip("glibc's allocator only")
+    memory.release_memory()  # start from a trimmed heap
+    assert memory.release_memory() is False  # nothing freed since: kept
+    step = 8 * 2**20
+    # Freed blocks between blocks still in use: they stay free heap, not the heap's top.
+    blocks = [(np.ones(step, np.uint8), np.empty(step, np.uint8))
+              for _ in range(memory.KEPT // step + 8)]
+    before = memory.free_heap()
+    freed = [kept for _, kept in blocks]
+    del blocks
+    assert memory.free_heap() - before > memory.KEPT
+    assert memory.release_memory() is True  # more than KEPT freed: handed back
+    assert memory.release_memory() is False  # and not again for the same freed heap
+    del freed

@@ -5,11 +5,11 @@ what one extractor gave (arrays, or why it failed). :func:`run_clip` never raise
 for a bad clip: every failure becomes an outcome, stored in the cache as such.
 """
 
-import ctypes
 from dataclasses import dataclass, field, replace
 
 from gemo.cache.store import fingerprint_file
 from gemo.data.media import Media, MediaError
+from gemo.extraction.memory import release_memory
 
 
 @dataclass(frozen=True)
@@ -130,25 +130,3 @@ def _run_one(extractor, media, inputs, fingerprint):
         return Outcome.failure("error", "out of memory", fingerprint)
     except Exception as error:  # a library failing on odd input must not stop the run
         return Outcome.failure("error", f"{type(error).__name__}: {error}", fingerprint)
-
-
-def _glibc():
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") else None
-    except OSError:  # not glibc (macOS, musl): nothing to trim
-        return None
-
-
-_LIBC = _glibc()
-
-
-def release_memory():
-    """Hand memory freed by the last clip back to the system (glibc's ``malloc_trim``).
-
-    glibc keeps freed heap for reuse, and the varying buffer sizes of face
-    detection fragment it: without this a worker grew from 0.75 to 1.05 GB over
-    100 clips (0.77 GB with it); see docs/performance.md.
-    """
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)

@@ -13,7 +13,8 @@ from gemo.cache.store import CacheMismatch, FeatureCache, fingerprint_file, same
 from gemo.device import resolve_device
 from gemo.errors import GemoError
 from gemo.extraction import executors
-from gemo.extraction.clip import Task, release_memory
+from gemo.extraction.clip import Task
+from gemo.extraction.memory import release_memory
 from gemo.progress import progress_bar
 
 DEFAULT_SETS = ("frames", "pyaudio", "egemaps")
