@@ -4,7 +4,7 @@ Each clip allocates about the same few hundred MB again (decoded frames, network
 activations, summed-area tables). glibc's defaults hand large blocks back to the system as
 soon as they are freed, and ``malloc_trim`` after each clip handed back the rest: the next
 clip then faulted every page in anew, 42,000 page faults and 0.1 s of system time a clip.
-So, from the first import of this module on:
+So, from a process's first :func:`release_memory` on (after its first clip):
 
 - blocks up to :data:`HEAP_BLOCK` come from the heap, never from a mapping of their own;
 - freed heap is kept for the next clip up to :data:`KEPT`, and trimmed beyond it
@@ -35,14 +35,11 @@ def _glibc():
     if not all(hasattr(libc, name) for name in ("malloc_trim", "mallopt", "mallinfo2")):
         return None  # glibc before 2.33
     libc.mallinfo2.restype = _MallInfo2
-    # Fixed thresholds (setting them turns off glibc's adjusting of both): the heap's top is
-    # trimmed only past KEPT, here or by release_memory.
-    libc.mallopt(_M_MMAP_THRESHOLD, HEAP_BLOCK)
-    libc.mallopt(_M_TRIM_THRESHOLD, KEPT)
     return libc
 
 
 _LIBC = _glibc()
+_fixed = False  # whether this process's thresholds are set (only processes that extract)
 _left = 0  # free heap just after the last trim: its pages went back, glibc still counts it free
 
 
@@ -54,8 +51,16 @@ def free_heap():
 def release_memory():
     """Hand freed heap back to the system once more than :data:`KEPT` was freed since the
     last time; below that it is kept for the next clip. Returns whether it trimmed."""
-    global _left
-    if _LIBC is None or free_heap() - _left <= KEPT:
+    global _fixed, _left
+    if _LIBC is None:
+        return False
+    if not _fixed:
+        # Fixed thresholds (setting them turns off glibc's adjusting of both): the heap's
+        # top is trimmed only past KEPT, by glibc itself or below.
+        _LIBC.mallopt(_M_MMAP_THRESHOLD, HEAP_BLOCK)
+        _LIBC.mallopt(_M_TRIM_THRESHOLD, KEPT)
+        _fixed = True
+    if free_heap() - _left <= KEPT:
         return False
     _LIBC.malloc_trim(0)
     _left = free_heap()
