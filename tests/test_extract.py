@@ -518,9 +518,9 @@ def test_freed_heap_is_kept_for_the_next_clip_up_to_a_bound():
     blocks = [(np.ones(step, np.uint8), np.empty(step, np.uint8))
               for _ in range(memory.KEPT // step + 8)]
     before = memory.free_heap()
-    freed = [kept for _, kept in blocks]
-    del blocks
+    in_use = [second for _, second in blocks]
+    del blocks  # frees the first of each pair
     assert memory.free_heap() - before > memory.KEPT
     assert memory.release_memory() is True  # more than KEPT freed: handed back
     assert memory.release_memory() is False  # and not again for the same freed heap
-    del freed
+    del in_use
